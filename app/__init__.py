@@ -1,0 +1,1 @@
+"""What people touch: the Streamlit UI and the command line."""

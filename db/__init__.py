@@ -1,0 +1,1 @@
+"""Storage: typed tables, the engine, one store module with every query, and Alembic migrations."""

@@ -1,0 +1,325 @@
+"""Every query Optimizer Lab makes. The UI, the CLI and the worker talk to the database only through `Store`.
+
+Contract (tested on SQLite and PostgreSQL by tests/test_store.py):
+- a run moves queued → running → completed | failed | diverged | cancelled, and never back;
+- `claim` is atomic: of two workers handed the same run, one gets it; a run whose worker stopped sending
+  heartbeats can be claimed again (a redelivered message) or is marked failed by `mark_lost_runs`;
+- metric writes are idempotent on (run, metric, step) and keep NaN and ±inf;
+- `metrics(..., after=cursor)` returns only the rows newer than the cursor the caller holds.
+The store returns plain dataclasses and dataframes, never ORM rows.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Engine, and_, case, delete, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from db.engine import get_engine
+from db.tables import MetricValue, Run
+
+ACTIVE = ("queued", "running")
+FINISHED = ("completed", "failed", "diverged", "cancelled")
+STATUSES = ACTIVE + FINISHED
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    id: int
+    name: str
+    status: str
+    spec: dict[str, Any]
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    heartbeat_at: float | None
+    worker: str | None
+    device: str | None
+    progress: int
+    cancel_requested: bool
+    error: str | None
+
+    @property
+    def steps(self) -> int:
+        return int(self.spec.get("steps", 0))
+
+    @property
+    def fraction_done(self) -> float:
+        return min(1.0, self.progress / self.steps) if self.steps else 0.0
+
+    def eta_seconds(self, now: float | None = None) -> float | None:
+        """Seconds left at the pace so far; None before the first flush."""
+        if self.status != "running" or not self.started_at or self.progress <= 0:
+            return None
+        elapsed = (now or time.time()) - self.started_at
+        return elapsed / self.progress * (self.steps - self.progress)
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None:
+            return None
+        return (self.finished_at or time.time()) - self.started_at
+
+
+def _info(row: Run) -> RunInfo:
+    return RunInfo(
+        row.id, row.name, row.status, dict(row.spec), row.created_at, row.started_at, row.finished_at,
+        row.heartbeat_at, row.worker, row.device, row.progress, row.cancel_requested, row.error,
+    )  # fmt: skip
+
+
+def _encode(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Store:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def from_url(cls, url: str) -> Store:
+        return cls(get_engine(url))
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One unit of work: commits on success, rolls back on any error."""
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    # --- runs ---------------------------------------------------------------------------------------------
+
+    def create_run(self, name: str, spec: Mapping[str, Any]) -> int:
+        with self.session() as s:
+            row = Run(
+                name=name,
+                status="queued",
+                spec=dict(spec),
+                created_at=time.time(),
+                progress=0,
+            )
+            row.cancel_requested = False
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def get_run(self, run_id: int) -> RunInfo | None:
+        with self.session() as s:
+            row = s.get(Run, run_id)
+            return _info(row) if row else None
+
+    def list_runs(
+        self, statuses: Sequence[str] | None = None, ids: Sequence[int] | None = None
+    ) -> list[RunInfo]:
+        """Newest first."""
+        query = select(Run).order_by(Run.id.desc())
+        if statuses:
+            query = query.where(Run.status.in_(statuses))
+        if ids is not None:
+            query = query.where(Run.id.in_(ids))
+        with self.session() as s:
+            return [_info(r) for r in s.scalars(query)]
+
+    def claim(
+        self, run_id: int, worker: str, device: str, stale_after: float
+    ) -> RunInfo | None:
+        """Mark a run running on `worker`, if it is queued or its previous worker went silent. Atomic."""
+        now = time.time()
+        with self.session() as s:
+            result = s.execute(
+                update(Run)
+                .where(Run.id == run_id, Run.cancel_requested.is_(False))
+                .where(
+                    or_(
+                        Run.status == "queued",
+                        and_(
+                            Run.status == "running",
+                            Run.heartbeat_at < now - stale_after,
+                        ),
+                    )
+                )
+                .values(
+                    status="running",
+                    worker=worker,
+                    device=device,
+                    started_at=now,
+                    heartbeat_at=now,
+                    progress=0,
+                )
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                return None
+            row = s.get(Run, run_id)
+            return _info(row) if row else None
+
+    def finish(self, run_id: int, status: str, error: str | None = None) -> None:
+        """End a running run. A run that is already finished keeps its first ending."""
+        assert status in FINISHED, status
+        with self.session() as s:
+            s.execute(
+                update(Run)
+                .where(Run.id == run_id, Run.status.in_(ACTIVE))
+                .values(status=status, error=error, finished_at=time.time())
+            )
+
+    def request_cancel(self, run_id: int) -> str | None:
+        """Cancel a queued run at once; ask a running one to stop at its next flush. Returns the status after."""
+        with self.session() as s:
+            row = s.get(Run, run_id)
+            if row is None:
+                return None
+            if row.status == "queued":
+                row.status, row.finished_at, row.cancel_requested = (
+                    "cancelled",
+                    time.time(),
+                    True,
+                )
+            elif row.status == "running":
+                row.cancel_requested = True
+            return row.status
+
+    def delete_runs(self, run_ids: Iterable[int]) -> int:
+        ids = list(run_ids)
+        with self.session() as s:
+            s.execute(delete(MetricValue).where(MetricValue.run_id.in_(ids)))
+            result = s.execute(delete(Run).where(Run.id.in_(ids)))
+            return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def mark_lost_runs(self, stale_after: float) -> list[int]:
+        """Runs `running` whose worker has been silent for `stale_after` seconds become `failed`."""
+        now = time.time()
+        with self.session() as s:
+            lost = list(
+                s.scalars(
+                    select(Run.id).where(
+                        Run.status == "running", Run.heartbeat_at < now - stale_after
+                    )
+                )
+            )
+            if lost:
+                s.execute(
+                    update(Run)
+                    .where(Run.id.in_(lost), Run.status == "running")
+                    .values(
+                        status="failed",
+                        finished_at=now,
+                        error=f"worker lost: no heartbeat for {stale_after:g} s (killed or out of memory?)",
+                    )
+                )
+            return lost
+
+    # --- metrics ------------------------------------------------------------------------------------------
+
+    def record(self, run_id: int, rows: Sequence[tuple[int, str, float]]) -> bool:
+        """Write one flush of metrics, advance progress and the heartbeat, in one transaction.
+
+        Returns True when someone asked the run to stop.
+        """
+        with self.session() as s:
+            if rows:
+                values = [
+                    {"run_id": run_id, "step": st, "metric": m, "value": _encode(v)}
+                    for st, m, v in rows
+                ]
+                s.execute(self._upsert(), values)
+            progress = max((st for st, _, _ in rows), default=0)
+            s.execute(
+                update(Run)
+                .where(Run.id == run_id)
+                .values(
+                    heartbeat_at=time.time(),
+                    progress=case(
+                        (Run.progress > progress, Run.progress), else_=progress
+                    ),
+                )
+            )
+            return bool(s.scalar(select(Run.cancel_requested).where(Run.id == run_id)))
+
+    def _upsert(self) -> Any:
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        stmt = dialect.insert(MetricValue)
+        return stmt.on_conflict_do_update(
+            index_elements=["run_id", "metric", "step"],
+            set_={"value": stmt.excluded.value},
+        )
+
+    def metrics(
+        self,
+        run_ids: Sequence[int],
+        names: Sequence[str] | None = None,
+        after: Mapping[int, int] | None = None,
+    ) -> pd.DataFrame:
+        """Long rows (run_id, step, metric, value), ordered by run and step.
+
+        `after` maps run id → the last step the caller already holds; only newer rows come back.
+        """
+        query = select(
+            MetricValue.run_id, MetricValue.step, MetricValue.metric, MetricValue.value
+        )
+        if names:
+            query = query.where(MetricValue.metric.in_(names))
+        clauses = [
+            and_(
+                MetricValue.run_id == rid, MetricValue.step > (after or {}).get(rid, 0)
+            )
+            for rid in run_ids
+        ]
+        if not clauses:
+            return pd.DataFrame({"run_id": [], "step": [], "metric": [], "value": []})
+        query = query.where(or_(*clauses)).order_by(
+            MetricValue.run_id, MetricValue.step
+        )
+        with self.engine.connect() as conn:
+            frame = pd.DataFrame(
+                conn.execute(query).all(), columns=["run_id", "step", "metric", "value"]
+            )
+        frame["value"] = frame["value"].astype("float64")  # NULL (stored NaN) → NaN
+        return frame
+
+    def summaries(
+        self, run_ids: Sequence[int], metric: str = "loss"
+    ) -> dict[int, dict[str, float]]:
+        """Per run: the metric's last value (`final`) and its minimum (`best`)."""
+        if not run_ids:
+            return {}
+        last = (
+            select(MetricValue.run_id, func.max(MetricValue.step).label("step"))
+            .where(MetricValue.metric == metric, MetricValue.run_id.in_(run_ids))
+            .group_by(MetricValue.run_id)
+            .subquery()
+        )
+        final_q = (
+            select(MetricValue.run_id, MetricValue.value)
+            .join(
+                last,
+                and_(
+                    MetricValue.run_id == last.c.run_id, MetricValue.step == last.c.step
+                ),
+            )
+            .where(MetricValue.metric == metric)
+        )
+        best_q = (
+            select(MetricValue.run_id, func.min(MetricValue.value))
+            .where(MetricValue.metric == metric, MetricValue.run_id.in_(run_ids))
+            .group_by(MetricValue.run_id)
+        )
+        out: dict[int, dict[str, float]] = {}
+        with self.engine.connect() as conn:
+            for rid, value in conn.execute(final_q):
+                out.setdefault(rid, {})["final"] = math.nan if value is None else value
+            for rid, value in conn.execute(best_q):
+                out.setdefault(rid, {})["best"] = math.nan if value is None else value
+        return out

@@ -1,0 +1,1 @@
+"""What is optimized: datasets, networks and test problems, registered as named tasks."""

@@ -1,0 +1,207 @@
+"""Task registry: what a run optimizes. Every dataset here is built offline (shipped with sklearn or generated).
+
+A task's `build(seed=..., **params)` returns a `Problem`: the network (initialised from the run's seed), the
+whole training and validation sets as tensors, and the loss. `extra["train_size"](**params)` tells the spec
+how many training examples there are without building anything, so a batch larger than the set is refused
+before a run is queued.
+
+The train/validation split and the data itself are fixed (seed 0) so runs with different seeds differ only in
+initialisation and batch order, and their validation numbers are comparable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from workers.registry import Entry, Param, Registry
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from torch import nn
+
+DATA_SEED = 0
+VAL_FRACTION = 0.2
+
+
+@dataclass
+class Problem:
+    model: nn.Module
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    classification: bool
+
+    def to(self, device: torch.device) -> Problem:
+        self.model.to(device)
+        for name in ("x_train", "y_train", "x_val", "y_val"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
+
+def _split_sizes(n: int) -> tuple[int, int]:
+    n_val = int(n * VAL_FRACTION)
+    return n - n_val, n_val
+
+
+def _split(
+    x: np.ndarray, y: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    import numpy as np
+
+    n_train, _ = _split_sizes(len(x))
+    order = np.random.default_rng(DATA_SEED).permutation(len(x))
+    train, val = order[:n_train], order[n_train:]
+    return x[train], y[train], x[val], y[val]
+
+
+def _mlp(sizes: Sequence[int]) -> nn.Module:
+    from torch import nn
+
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+def _classification(
+    x: np.ndarray, y: np.ndarray, seed: int, hidden: int, n_classes: int
+) -> Problem:
+    import torch
+    from torch.nn import functional as F
+
+    x_tr, y_tr, x_va, y_va = _split(x, y)
+    torch.manual_seed(seed)
+    model = _mlp([x.shape[1], hidden, hidden, n_classes])
+    as_x = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
+    as_y = lambda a: torch.as_tensor(a, dtype=torch.long)  # noqa: E731
+    return Problem(
+        model,
+        as_x(x_tr),
+        as_y(y_tr),
+        as_x(x_va),
+        as_y(y_va),
+        F.cross_entropy,
+        classification=True,
+    )
+
+
+DIGITS_SIZE = 1797  # sklearn.datasets.load_digits(): 1,797 8×8 images, shipped inside the sklearn wheel
+
+
+def digits_mlp(seed: int, hidden: int) -> Problem:
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    return _classification(data.data / 16.0, data.target, seed, hidden, n_classes=10)
+
+
+def moons_mlp(seed: int, hidden: int, n_samples: int, noise: float) -> Problem:
+    from sklearn.datasets import make_moons
+
+    x, y = make_moons(n_samples=n_samples, noise=noise, random_state=DATA_SEED)
+    return _classification(x, y, seed, hidden, n_classes=2)
+
+
+def quadratic(
+    seed: int, dim: int, condition_number: float, n_samples: int, noise: float
+) -> Problem:
+    """Least squares whose Hessian has eigenvalues log-spaced in [1/κ, 1]: an ill-conditioned quadratic.
+
+    x = z · diag(√λ) with z ~ N(0, I), so E[xᵀx]/n = diag(λ); the loss ½·mean((x·w − y)²) has Hessian ≈ diag(λ)
+    and curvature ratio ≈ κ. The optimum w* has unit entries, so the loss at 0 is about ½·Σλ.
+    """
+    import numpy as np
+    import torch
+    from torch import nn
+
+    rng = np.random.default_rng(DATA_SEED)
+    eig = np.logspace(-np.log10(condition_number), 0.0, dim)
+    x = rng.standard_normal((n_samples, dim)) * np.sqrt(eig)
+    y = x @ np.ones(dim) + noise * rng.standard_normal(n_samples)
+    x_tr, y_tr, x_va, y_va = _split(x, y[:, None])
+    torch.manual_seed(seed)
+    model = nn.Linear(dim, 1, bias=False)
+
+    def half_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return 0.5 * torch.mean((pred - target) ** 2)
+
+    t = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
+    return Problem(
+        model, t(x_tr), t(y_tr), t(x_va), t(y_va), half_mse, classification=False
+    )
+
+
+def _hidden(default: int) -> Param:
+    return Param(
+        "hidden", "int", default, "width of the two hidden layers", ge=1, le=4096
+    )
+
+
+def _n_samples(default: int) -> Param:
+    return Param(
+        "n_samples",
+        "int",
+        default,
+        "examples generated (80% train, 20% validation)",
+        ge=10,
+        le=1_000_000,
+    )
+
+
+_ENTRIES: Sequence[Entry] = [
+    Entry(
+        "digits-mlp",
+        "Handwritten digits (sklearn's 8×8 digits, 1,797 images, 10 classes) with a two-hidden-layer ReLU MLP.",
+        "Alpaydin & Kaynak, UCI Optical Recognition of Handwritten Digits, 1998",
+        (_hidden(64),),
+        digits_mlp,
+        {"train_size": lambda **p: _split_sizes(DIGITS_SIZE)[0]},
+    ),
+    Entry(
+        "moons-mlp",
+        "Two interleaving half-moons (generated, two classes) with a small two-hidden-layer ReLU MLP.",
+        "scikit-learn make_moons",
+        (
+            _hidden(32),
+            _n_samples(1000),
+            Param("noise", "float", 0.2, "std of the Gaussian noise", ge=0.0),
+        ),
+        moons_mlp,
+        {"train_size": lambda **p: _split_sizes(p["n_samples"])[0]},
+    ),
+    Entry(
+        "quadratic",
+        "An ill-conditioned quadratic: least squares with Hessian eigenvalues log-spaced in [1/κ, 1]. "
+        "Shows why momentum and adaptive steps help when curvatures differ.",
+        "Nesterov, Introductory Lectures on Convex Optimization, 2004 (condition number and GD rates)",
+        (
+            Param("dim", "int", 20, "number of parameters", ge=1, le=100_000),
+            Param(
+                "condition_number",
+                "float",
+                100.0,
+                "κ = largest / smallest curvature",
+                ge=1.0,
+                log=True,
+            ),
+            _n_samples(1024),
+            Param("noise", "float", 0.0, "std of the label noise", ge=0.0),
+        ),
+        quadratic,
+        {"train_size": lambda **p: _split_sizes(p["n_samples"])[0]},
+    ),
+]
+
+TASKS = Registry("task", _ENTRIES)
+
+
+def train_size(name: str, params: dict[str, Any]) -> int:
+    size: int = TASKS[name].extra["train_size"](**params)
+    return size

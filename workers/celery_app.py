@@ -1,0 +1,53 @@
+"""The one Celery app. JSON only; messages carry a run id and nothing else; the database holds the state.
+
+Queues name devices: a spec with `device: cuda` goes to `cuda`, `cpu` to `cpu`, `auto` to `auto`. A worker
+with a GPU consumes `cuda,auto`; a worker without one consumes `cpu,auto` (see workers/__main__.py).
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from db.store import Store
+from workers.settings import get_settings
+from workers.spec import RunSpec
+
+TRAIN_TASK = "optlab.train"
+QUEUES = ("auto", "cpu", "cuda")
+
+app = Celery("optlab", include=["workers.tasks"])
+app.conf.update(
+    broker_url=get_settings().redis_url,
+    task_serializer="json",
+    accept_content=["json"],
+    result_serializer="json",
+    event_serializer="json",
+    task_ignore_result=True,
+    task_acks_late=True,  # a message is acknowledged after the run ends, so a lost worker's run is redelivered
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,  # a worker holds one run at a time; the rest wait in Redis for any worker
+    task_default_queue="auto",
+    broker_connection_retry_on_startup=True,
+    broker_connection_timeout=3,
+    task_publish_retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1},
+    worker_hijack_root_logger=False,
+)
+
+
+class QueueUnavailable(RuntimeError):
+    pass
+
+
+def submit(store: Store, spec: RunSpec) -> int:
+    """Record the run as queued, then send its id to the queue for its device.
+
+    If the broker cannot be reached the run is marked failed with the reason (never left queued forever).
+    """
+    run_id = store.create_run(spec.name, spec.model_dump(mode="json"))
+    try:
+        app.send_task(TRAIN_TASK, args=[run_id], queue=spec.device)
+    except Exception as exc:  # kombu raises several connection error types
+        message = f"could not reach the queue at {app.conf.broker_url}: {exc}"
+        store.finish(run_id, "failed", message)
+        raise QueueUnavailable(message) from exc
+    return run_id

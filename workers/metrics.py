@@ -1,0 +1,88 @@
+"""Metric names and the cheap per-step capture of gradient, update and parameter norms.
+
+Per-step capture must cost almost nothing next to a small model's step (see bench/overhead.py). The trick:
+the model's parameters and gradients are re-pointed at two flat buffers, so each global norm is one tensor
+op instead of one per parameter, and the norms stay on the device until the loop flushes (one host copy per
+flush, never one per step).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    label: str
+    description: str
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("loss", "train loss", "mini-batch training loss at this step, before the update"),
+    Metric("lr", "learning rate", "learning rate used for this step's update"),
+    Metric("grad_l2", "‖g‖₂", "global ℓ2 norm of the mini-batch gradient, before the update"),
+    Metric("grad_l1", "‖g‖₁", "global ℓ1 norm of the mini-batch gradient"),
+    Metric("grad_l1_l2_ratio", "‖g‖₁/(√d‖g‖₂)", "in [1/√d, 1]; √(2/π) ≈ 0.798 for an i.i.d. Gaussian gradient"),
+    Metric("update_l2", "‖Δθ‖₂", "ℓ2 norm of this step's parameter change"),
+    Metric("param_l2", "‖θ‖₂", "ℓ2 norm of all parameters after the update"),
+    Metric("batch_size", "batch size", "examples drawn for this step"),
+    Metric("samples_seen", "samples seen", "training examples drawn so far, this step included"),
+    Metric("step_time", "step time (s)", "host seconds spent on this step"),
+    Metric("wall_time", "wall time (s)", "seconds since the run started training"),
+    Metric("val_loss", "validation loss", "loss on the whole validation set (every eval_every steps and at the end)"),
+    Metric("val_accuracy", "validation accuracy", "accuracy on the validation set (classification tasks)"),
+)
+METRIC_NAMES: tuple[str, ...] = tuple(m.name for m in METRICS)
+LABELS = {m.name: m.label for m in METRICS}
+
+# Columns of the per-step device row, in order; the ratio is derived on the host at flush time.
+DEVICE_COLUMNS = ("loss", "grad_l2", "grad_l1", "update_l2", "param_l2")
+
+
+class FlatParams:
+    """Point every parameter and its gradient at one flat buffer each, so norms are single ops.
+
+    Autograd accumulates into an existing `.grad` in place (this is what DDP's gradient_as_bucket_view relies
+    on), so as long as gradients are zeroed with `zero_grad()` here rather than set to None, every backward
+    writes straight into `self.grad`.
+    """
+
+    def __init__(self, params: Sequence[torch.nn.Parameter]) -> None:
+        self.params = [p for p in params if p.requires_grad]
+        first = self.params[0]
+        self.numel = sum(p.numel() for p in self.params)
+        self.data = torch.empty(self.numel, dtype=first.dtype, device=first.device)
+        self.grad = torch.zeros_like(self.data)
+        self.previous = torch.empty_like(self.data)
+        offset = 0
+        for p in self.params:
+            n = p.numel()
+            self.data[offset : offset + n].copy_(p.detach().reshape(-1))
+            p.data = self.data[offset : offset + n].view_as(p)
+            p.grad = self.grad[offset : offset + n].view_as(p)
+            offset += n
+        self.sqrt_d = math.sqrt(self.numel)
+
+    def zero_grad(self) -> None:
+        self.grad.zero_()
+
+    @torch.no_grad()
+    def grad_norms(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(‖g‖₂, ‖g‖₁) of the whole gradient, as 0-d tensors on the device."""
+        return torch.linalg.vector_norm(self.grad), torch.linalg.vector_norm(self.grad, 1)
+
+    @torch.no_grad()
+    def remember(self) -> None:
+        """Keep θ before the step, to measure the update after it."""
+        self.previous.copy_(self.data)
+
+    @torch.no_grad()
+    def update_and_param_norms(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(‖θ_new − θ_old‖₂, ‖θ_new‖₂), as 0-d tensors on the device."""
+        torch.sub(self.data, self.previous, out=self.previous)
+        return torch.linalg.vector_norm(self.previous), torch.linalg.vector_norm(self.data)

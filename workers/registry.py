@@ -1,0 +1,126 @@
+"""Registry entries: a name, a description, the paper, defaults and a parameter schema.
+
+Every optimizer, schedule, batch-size policy and task is one `Entry` in a plain dict built from a list.
+The run spec's validation and the UI's forms are both generated from the `Param` schemas, so adding an
+entry never touches the UI or the spec.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+ParamKind = Literal["float", "int", "bool", "choice"]
+
+
+@dataclass(frozen=True)
+class Param:
+    """One hyper-parameter: its type, default and valid range.
+
+    `gt`/`ge`/`lt`/`le` are the bounds the spec enforces; `log` tells the UI to offer a log-scale input.
+    """
+
+    name: str
+    kind: ParamKind
+    default: Any
+    help: str = ""
+    gt: float | None = None
+    ge: float | None = None
+    lt: float | None = None
+    le: float | None = None
+    choices: tuple[str, ...] = ()
+    log: bool = False
+
+    def annotation(self) -> Any:
+        """The pydantic type that validates this parameter (bounds, finiteness, choices)."""
+        if self.kind == "bool":
+            return bool
+        if self.kind == "choice":
+            return Literal[self.choices]  # type: ignore[valid-type]
+        bounds = {
+            k: getattr(self, k)
+            for k in ("gt", "ge", "lt", "le")
+            if getattr(self, k) is not None
+        }
+        if self.kind == "int":
+            return Annotated[int, Field(strict=False, **bounds)]
+        return Annotated[float, Field(allow_inf_nan=False, **bounds)]
+
+    def describe_range(self) -> str:
+        parts = []
+        if self.gt is not None:
+            parts.append(f"> {self.gt:g}")
+        if self.ge is not None:
+            parts.append(f">= {self.ge:g}")
+        if self.lt is not None:
+            parts.append(f"< {self.lt:g}")
+        if self.le is not None:
+            parts.append(f"<= {self.le:g}")
+        if self.choices:
+            parts.append(" | ".join(self.choices))
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A named, documented, buildable thing. `build` is the factory; its meaning depends on the registry."""
+
+    name: str
+    description: str
+    paper: str
+    params: tuple[Param, ...]
+    build: Callable[..., Any]
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return {p.name: p.default for p in self.params}
+
+    def param(self, name: str) -> Param:
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+
+class Registry(Mapping[str, Entry]):
+    """An ordered name → entry mapping with a readable error for unknown names."""
+
+    def __init__(self, kind: str, entries: Iterable[Entry]) -> None:
+        self.kind = kind
+        self._entries: dict[str, Entry] = {}
+        for entry in entries:
+            if entry.name in self._entries:
+                raise ValueError(f"duplicate {kind} {entry.name!r}")
+            self._entries[entry.name] = entry
+
+    def __getitem__(self, name: str) -> Entry:
+        try:
+            return self._entries[name]
+        except KeyError:
+            known = ", ".join(self._entries)
+            raise KeyError(f"unknown {self.kind} {name!r}; known: {known}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def spec_models(self) -> list[type[BaseModel]]:
+        """One frozen pydantic model per entry, tagged by `name`, for a discriminated union in the spec."""
+        models = []
+        for entry in self._entries.values():
+            fields: dict[str, Any] = {"name": (Literal[entry.name], ...)}  # type: ignore[valid-type]
+            for p in entry.params:
+                fields[p.name] = (p.annotation(), p.default)
+            model = create_model(
+                f"{self.kind.title().replace('-', '')}_{entry.name.replace('-', '_')}",
+                __config__=ConfigDict(extra="forbid", frozen=True),
+                **fields,
+            )
+            models.append(model)
+        return models

@@ -1,0 +1,40 @@
+"""One settings object, read from the environment, shared by the UI, the CLI, the worker and the store."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OPTLAB_", extra="ignore")
+
+    database_url: str = Field(
+        "sqlite:///data/optlab.db",
+        validation_alias=AliasChoices("DATABASE_URL", "OPTLAB_DATABASE_URL"),
+    )
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        validation_alias=AliasChoices("REDIS_URL", "OPTLAB_REDIS_URL"),
+    )
+    max_steps: int = Field(
+        100_000, ge=1, description="largest `steps` a run spec may ask for"
+    )
+    heartbeat_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="a running run whose worker has been silent this long is marked failed",
+    )
+    flush_seconds: float = Field(
+        0.5, gt=0, description="metrics reach the database at least this often"
+    )
+    flush_steps: int = Field(
+        200, ge=1, description="... or every this many steps, whichever comes first"
+    )
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,212 @@
+"""The training loop. No Celery, no Streamlit: `run(spec, sink)` trains one run and reports through the sink.
+
+Each step reads in order: set LR → sample → forward → backward → gradient norms → optimizer step → update
+norms → periodic evaluation → flush → stop check. Per-step numbers stay on the device in a small buffer; a
+flush (at most every `flush_seconds`, or every `flush_steps` steps, and at the end) copies them to the host
+once, checks them for divergence and hands them to the sink, which writes them in one transaction.
+
+Step numbers in metrics are 1-based: step k is the k-th optimizer update; its loss and gradient are those of
+the batch that update used, its LR is the schedule's value for k − 1 steps taken.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import torch
+
+from models.tasks import TASKS, Problem
+from workers.batching import BATCH_POLICIES
+from workers.metrics import DEVICE_COLUMNS, FlatParams
+from workers.optimizers import OPTIMIZERS
+from workers.schedules import SCHEDULES
+from workers.spec import RunSpec, params
+
+MetricRow = tuple[int, str, float]  # (step, metric, value)
+Status = Literal["completed", "diverged", "cancelled"]
+
+
+class Sink(Protocol):
+    """Where a run's metrics go. `write` is called once per flush; `should_stop` is polled after it."""
+
+    def write(self, rows: Sequence[MetricRow]) -> None: ...
+
+    def should_stop(self) -> bool: ...
+
+
+@dataclass
+class ListSink:
+    """Keeps every row in memory: for tests, benchmarks and notebooks."""
+
+    rows: list[MetricRow] = field(default_factory=list)
+    stop_after_rows: int | None = None
+
+    def write(self, rows: Sequence[MetricRow]) -> None:
+        self.rows.extend(rows)
+
+    def should_stop(self) -> bool:
+        return self.stop_after_rows is not None and len(self.rows) >= self.stop_after_rows
+
+    def series(self, metric: str) -> dict[int, float]:
+        return {step: value for step, name, value in self.rows if name == metric}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: Status
+    steps: int
+    message: str = ""
+
+
+class UnavailableDevice(RuntimeError):
+    pass
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise UnavailableDevice("the spec asks for device cuda, but this worker has no CUDA device")
+    if requested == "cpu":
+        return torch.device("cpu")
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class Batches:
+    """Batches drawn without replacement from a fresh seeded permutation each epoch."""
+
+    def __init__(self, problem: Problem, seed: int) -> None:
+        self.x, self.y = problem.x_train, problem.y_train
+        self.n = len(self.x)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.order = self._shuffle()
+        self.position = 0
+
+    def _shuffle(self) -> torch.Tensor:
+        return torch.randperm(self.n, generator=self.generator).to(self.x.device)
+
+    def next(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.position + size > self.n:
+            self.order, self.position = self._shuffle(), 0
+        index = self.order[self.position : self.position + size]
+        self.position += size
+        return self.x[index], self.y[index]
+
+
+@torch.no_grad()
+def evaluate(problem: Problem) -> dict[str, torch.Tensor]:
+    problem.model.eval()
+    out = problem.model(problem.x_val)
+    result = {"val_loss": problem.loss_fn(out, problem.y_val)}
+    if problem.classification:
+        result["val_accuracy"] = (out.argmax(dim=1) == problem.y_val).float().mean()
+    problem.model.train()
+    return result
+
+
+def build(spec: RunSpec, device: torch.device) -> tuple[Problem, torch.optim.Optimizer]:
+    problem = TASKS[spec.task.name].build(seed=spec.seed, **params(spec.task)).to(device)
+    optimizer = OPTIMIZERS[spec.optimizer.name].build(problem.model.parameters(), **params(spec.optimizer))
+    return problem, optimizer
+
+
+def run(spec: RunSpec, sink: Sink, device: torch.device | None = None) -> Outcome:
+    """Train `spec` to the end, a divergence, or a stop asked for by the sink."""
+    from workers.settings import get_settings
+
+    settings = get_settings()
+    device = device or resolve_device(spec.device)
+    problem, optimizer = build(spec, device)
+    flat = FlatParams(list(problem.model.parameters()))
+    batches = Batches(problem, spec.seed)
+    policy = BATCH_POLICIES[spec.batch.name].build(**params(spec.batch))
+    schedule = SCHEDULES[spec.schedule.name].build
+    schedule_params = params(spec.schedule)
+    base_lr = spec.optimizer.lr
+
+    device_rows: list[torch.Tensor] = []  # one (len(DEVICE_COLUMNS),) tensor per step, still on the device
+    host_rows: list[tuple[int, float, int, int, float, float]] = []  # step, lr, batch, seen, step_time, wall
+    eval_rows: list[tuple[int, dict[str, torch.Tensor]]] = []
+    samples_seen = 0
+    start = last_flush = time.perf_counter()
+
+    def flush() -> Outcome | None:
+        nonlocal device_rows, host_rows, eval_rows, last_flush
+        rows, diverged_at = _to_host(device_rows, host_rows, eval_rows, flat.sqrt_d)
+        device_rows, host_rows, eval_rows = [], [], []
+        last_flush = time.perf_counter()
+        sink.write(rows)
+        if diverged_at is not None:
+            step, what = diverged_at
+            return Outcome("diverged", step, f"{what} became non-finite at step {step}")
+        if sink.should_stop():
+            return Outcome("cancelled", step, f"stopped at step {step}")
+        return None
+
+    problem.model.train()
+    step = 0
+    for t in range(spec.steps):
+        step = t + 1
+        tic = time.perf_counter()
+        lr = schedule(t, spec.steps, base_lr, **schedule_params)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        size = policy.size_at(t)
+        x, y = batches.next(size)
+        samples_seen += size
+
+        flat.zero_grad()
+        loss = problem.loss_fn(problem.model(x), y)
+        loss.backward()
+        grad_l2, grad_l1 = flat.grad_norms()
+        flat.remember()
+        optimizer.step()
+        update_l2, param_l2 = flat.update_and_param_norms()
+        device_rows.append(torch.stack([loss.detach(), grad_l2, grad_l1, update_l2, param_l2]))
+
+        if step % spec.eval_every == 0 or step == spec.steps:
+            eval_rows.append((step, evaluate(problem)))
+        toc = time.perf_counter()
+        host_rows.append((step, lr, size, samples_seen, toc - tic, toc - start))
+
+        if step == spec.steps or len(device_rows) >= settings.flush_steps or toc - last_flush >= settings.flush_seconds:
+            outcome = flush()
+            if outcome is not None:
+                return outcome
+    return Outcome("completed", step)
+
+
+def _to_host(
+    device_rows: list[torch.Tensor],
+    host_rows: list[tuple[int, float, int, int, float, float]],
+    eval_rows: list[tuple[int, dict[str, torch.Tensor]]],
+    sqrt_d: float,
+) -> tuple[list[MetricRow], tuple[int, str] | None]:
+    """One device→host copy for a whole flush; rows stop at the first non-finite loss or gradient."""
+    if not device_rows:
+        return [], None
+    values = torch.stack(device_rows).cpu().tolist()
+    evals = [(s, {k: float(v) for k, v in m.items()}) for s, m in eval_rows]
+    rows: list[MetricRow] = []
+    diverged_at: tuple[int, str] | None = None
+    for (loss, grad_l2, grad_l1, update_l2, param_l2), (step, lr, size, seen, step_time, wall) in zip(
+        values, host_rows, strict=True
+    ):
+        ratio = grad_l1 / (sqrt_d * grad_l2) if grad_l2 > 0 else math.nan
+        named = dict(zip(DEVICE_COLUMNS, (loss, grad_l2, grad_l1, update_l2, param_l2), strict=True))
+        named.update(grad_l1_l2_ratio=ratio, lr=lr, batch_size=size, samples_seen=seen)
+        named.update(step_time=step_time, wall_time=wall)
+        rows.extend((step, name, float(value)) for name, value in named.items())
+        for what in ("loss", "grad_l2", "grad_l1"):
+            if not math.isfinite(named[what]):
+                diverged_at = (step, what)
+                break
+        if diverged_at:
+            break
+    last_step = rows[-1][0]
+    for step, metrics in evals:
+        if step <= last_step:
+            rows.extend((step, name, value) for name, value in metrics.items())
+    return rows, diverged_at
