@@ -289,6 +289,11 @@ class Store:
         frame["value"] = frame["value"].astype("float64")  # NULL (stored NaN) → NaN
         return frame
 
+    def metric_names(self, run_ids: Sequence[int]) -> list[str]:
+        query = select(MetricValue.metric).where(MetricValue.run_id.in_(run_ids)).distinct()
+        with self.engine.connect() as conn:
+            return sorted(conn.scalars(query))
+
     def summaries(
         self, run_ids: Sequence[int], metric: str = "loss"
     ) -> dict[int, dict[str, float]]:

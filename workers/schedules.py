@@ -43,11 +43,17 @@ def warmup_cosine(
 
 
 def curve(
-    name: str, total_steps: int, lr: float, params: dict[str, float]
-) -> list[float]:
-    """The whole schedule, one LR per step: what the preview draws and what the worker will log."""
+    name: str, total_steps: int, lr: float, params: dict[str, float], points: int | None = None
+) -> tuple[list[int], list[float]]:
+    """The schedule as (logged step, LR) pairs: what the preview draws and what the worker will log.
+
+    Logged steps are 1-based (step k uses the LR for k − 1 steps taken). With `points`, about that many
+    evenly spaced steps, always including the first and the last.
+    """
     fn = SCHEDULES[name].build
-    return [fn(t, total_steps, lr, **params) for t in range(total_steps)]
+    stride = 1 if points is None else max(1, math.ceil(total_steps / points))
+    taken = sorted({*range(0, total_steps, stride), total_steps - 1})
+    return [t + 1 for t in taken], [fn(t, total_steps, lr, **params) for t in taken]
 
 
 _MIN_LR = Param(

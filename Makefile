@@ -1,0 +1,35 @@
+# Optimizer Lab. `make run` starts the product; `make test` runs every test. Both create .venv with pip first.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-fast lint bench screenshot clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) on PATH (or: make PYTHON=python3 ...)"; exit 1; }
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+run: $(STAMP)  ## UI + worker + Redis (started if none answers) + SQLite under ./data
+	$(PY) -m app.serve
+
+test: $(STAMP)  ## the whole suite: unit, store (SQLite, and PostgreSQL with TEST_DATABASE_URL), live worker, browser
+	$(PY) -m pytest
+
+test-fast: $(STAMP)  ## everything but the browser and live-worker tests
+	$(PY) -m pytest -m "not browser and not live_worker"
+
+lint: $(STAMP)
+	$(PY) -m ruff check . && $(PY) -m ruff format --check . && $(PY) -m mypy app workers models db
+
+bench: $(STAMP)
+	$(PY) bench/overhead.py
+
+screenshot: $(STAMP)  ## regenerate docs/live.png for the README
+	$(PY) bench/screenshot.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,185 @@
+"""Command line: `python -m app.cli {submit,status,cancel,export,list}`.
+
+Exit codes: 0 success; 1 the run failed, diverged or was cancelled (`submit --wait`), or the queue is down;
+2 bad input (an invalid spec names each offending field; nothing is queued).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from db.store import FINISHED, RunInfo, Store
+from workers.settings import get_settings
+from workers.spec import SpecError, load_spec
+
+REGISTRY_NAMES = ("optimizers", "schedules", "batch-policies", "tasks")
+
+
+def _store() -> Store:
+    from db.migrate import upgrade
+
+    url = get_settings().database_url
+    upgrade(url)
+    return Store.from_url(url)
+
+
+def _fmt_run(run: RunInfo) -> str:
+    spec = run.spec
+    eta = run.eta_seconds()
+    progress = f"{run.progress}/{run.steps}" + (f" eta {eta:.0f}s" if eta is not None else "")
+    return (
+        f"{run.id:>5}  {run.status:<10} {progress:<18} {run.name[:40]:<40} "
+        f"{spec['task']['name']:<12} {spec['optimizer']['name']:<8} lr={spec['optimizer']['lr']:g}"
+    )
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from workers.celery_app import QueueUnavailable, submit
+
+    try:
+        text = sys.stdin.read() if args.spec == "-" else Path(args.spec).read_text()
+    except OSError as exc:
+        print(f"error: spec: cannot read {args.spec}: {exc.strerror}", file=sys.stderr)
+        return 2
+    try:
+        spec = load_spec(text)
+    except SpecError as exc:
+        for error in exc.errors:
+            print(f"error: {error}", file=sys.stderr)
+        print("nothing was queued", file=sys.stderr)
+        return 2
+    store = _store()
+    try:
+        run_id = submit(store, spec)
+    except QueueUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(run_id, flush=True)
+    if not args.wait:
+        return 0
+    return _wait(store, run_id, args.timeout)
+
+
+def _wait(store: Store, run_id: int, timeout: float | None) -> int:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    settings = get_settings()
+    while True:
+        store.mark_lost_runs(settings.heartbeat_timeout_s)
+        run = store.get_run(run_id)
+        assert run is not None
+        if run.status in FINISHED:
+            detail = f": {run.error}" if run.error else ""
+            print(f"run {run_id} {run.status}{detail}", file=sys.stderr)
+            return 0 if run.status == "completed" else 1
+        if deadline is not None and time.monotonic() > deadline:
+            print(f"run {run_id} still {run.status} after {timeout:g} s", file=sys.stderr)
+            return 1
+        time.sleep(0.5)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    store = _store()
+    store.mark_lost_runs(get_settings().heartbeat_timeout_s)
+    if args.run_id is None:
+        runs = store.list_runs()
+        if not runs:
+            print("no runs yet: python -m app.cli submit SPEC.yaml")
+        for run in runs:
+            print(_fmt_run(run))
+        return 0
+    found = store.get_run(args.run_id)
+    if found is None:
+        print(f"error: run_id: no run {args.run_id}", file=sys.stderr)
+        return 2
+    print(_fmt_run(found))
+    if found.worker:
+        print(f"       worker {found.worker} on {found.device}")
+    if found.error:
+        print(f"       {found.error}")
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    status = _store().request_cancel(args.run_id)
+    if status is None:
+        print(f"error: run_id: no run {args.run_id}", file=sys.stderr)
+        return 2
+    if status == "running":
+        print(f"run {args.run_id}: cancel requested; it stops at its next flush (within a second or two)")
+    else:
+        print(f"run {args.run_id}: {status}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from app.export import write_csv
+
+    store = _store()
+    ids = [r.id for r in store.list_runs()] if args.all else args.run
+    missing = sorted(set(ids) - {r.id for r in store.list_runs(ids=ids)})
+    if missing:
+        print(f"error: --run: no run {', '.join(map(str, missing))}", file=sys.stderr)
+        return 2
+    with open(args.output, "w", newline="", encoding="utf-8") as out:
+        rows = write_csv(store, ids, out)
+    print(f"wrote {rows} rows for {len(ids)} run(s) to {args.output}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from models.tasks import TASKS
+    from workers.batching import BATCH_POLICIES
+    from workers.optimizers import OPTIMIZERS
+    from workers.schedules import SCHEDULES
+
+    registry = dict(zip(REGISTRY_NAMES, (OPTIMIZERS, SCHEDULES, BATCH_POLICIES, TASKS), strict=True))[args.what]
+    for entry in registry.values():
+        print(f"{entry.name}\n    {entry.description}\n    paper: {entry.paper}")
+        for p in entry.params:
+            bounds = p.describe_range()
+            print(f"    {p.name} = {p.default!r}" + (f"  ({bounds})" if bounds else "") + (f"  {p.help}" if p.help else ""))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="python -m app.cli", description="Optimizer Lab from the command line.")
+    sub = root.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("submit", help="validate a YAML/JSON spec and queue it; prints the run id")
+    p.add_argument("spec", help="path to a YAML or JSON run spec, or - for stdin")
+    p.add_argument("--wait", action="store_true", help="wait for the end; exit 0 only if the run completes")
+    p.add_argument("--timeout", type=float, default=None, help="with --wait: give up after this many seconds")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("status", help="list runs, or show one")
+    p.add_argument("run_id", nargs="?", type=int)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("cancel", help="cancel a queued or running run")
+    p.add_argument("run_id", type=int)
+    p.set_defaults(func=cmd_cancel)
+
+    p = sub.add_parser("export", help="write runs as CSV (one row per run and step)")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--run", type=int, nargs="+", metavar="ID", help="run ids")
+    group.add_argument("--all", action="store_true", help="every run")
+    p.add_argument("-o", "--output", required=True, help="FILE.csv")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("list", help="print a registry: name, description, paper, defaults")
+    p.add_argument("what", choices=REGISTRY_NAMES)
+    p.set_defaults(func=cmd_list)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

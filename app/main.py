@@ -1,0 +1,16 @@
+"""Optimizer Lab's Streamlit entry point: only a router over app/pages/."""
+
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `streamlit run app/main.py` from anywhere
+
+st.set_page_config(page_title="Optimizer Lab", page_icon="📉", layout="wide")
+pages = [
+    st.Page("pages/launch.py", title="Launch", icon="🚀", default=True),
+    st.Page("pages/live.py", title="Live", icon="📈"),
+    st.Page("pages/runs.py", title="Runs", icon="🗂️"),
+]
+st.navigation(pages).run()

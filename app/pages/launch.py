@@ -1,0 +1,109 @@
+"""Launch: a form generated from the registries, a live learning-rate preview, and the submit button."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+import yaml
+
+from app.figures import schedule_preview
+from app.ui import component_form, get_store
+from models.tasks import TASKS
+from workers.batching import BATCH_POLICIES
+from workers.optimizers import OPTIMIZERS
+from workers.schedules import SCHEDULES, curve
+from workers.spec import COMPONENTS, FieldError, RunSpec, SpecError, parse_spec
+
+TOP_LEVEL = {"steps": 500, "eval_every": 50, "seed": 0, "device": "auto", "name": ""}
+
+
+def apply_clone(spec: dict[str, Any], run_id: int) -> None:
+    """Put a stored spec into the form's widgets (once per clone), before any widget is drawn."""
+    for key, registry in COMPONENTS.items():
+        component = spec.get(key) or {}
+        if component.get("name") not in registry:
+            continue
+        st.session_state[f"{key}.name"] = component["name"]
+        entry = registry[component["name"]]
+        for p in entry.params:
+            if p.name in component:
+                cast = {"float": float, "int": int}.get(p.kind, lambda v: v)
+                st.session_state[f"{key}:{entry.name}:{p.name}"] = cast(component[p.name])
+    for field in TOP_LEVEL:
+        if field in spec:
+            st.session_state[f"run.{field}"] = spec[field] if field != "name" else f"{spec[field]} (clone)"
+    st.session_state["cloned_from"] = run_id
+
+
+store = get_store()
+clone = st.query_params.get("clone")
+if clone and clone.isdigit() and st.session_state.get("cloned_from") != int(clone):
+    source = store.get_run(int(clone))
+    if source is not None:
+        apply_clone(source.spec, source.id)
+
+st.title("Launch a run")
+if st.session_state.get("cloned_from"):
+    st.info(f"Form filled from run #{st.session_state['cloned_from']}. Change anything, then launch.")
+
+for field, default in TOP_LEVEL.items():
+    st.session_state.setdefault(f"run.{field}", default)
+
+form, side = st.columns([3, 2], gap="large")
+with form:
+    st.text_input("Run name", key="run.name", placeholder="made from the optimizer, schedule and task when empty")
+    with st.container(border=True):
+        task = component_form("Task", TASKS, "task", None)
+    with st.container(border=True):
+        optimizer = component_form("Optimizer", OPTIMIZERS, "optimizer", None)
+    with st.container(border=True):
+        schedule = component_form("Learning-rate schedule", SCHEDULES, "schedule", None)
+    with st.container(border=True):
+        batch = component_form("Batch size policy", BATCH_POLICIES, "batch", None)
+    c1, c2, c3, c4 = st.columns(4)
+    c1.number_input("steps", step=1, key="run.steps", help="optimizer steps")
+    c2.number_input("eval_every", step=1, key="run.eval_every", help="steps between validation passes")
+    c3.number_input("seed", step=1, key="run.seed", help="seeds initialisation and batch order")
+    c4.selectbox("device", ("auto", "cpu", "cuda"), key="run.device", help="auto uses a GPU when the worker has one")
+
+data: dict[str, Any] = {f: st.session_state[f"run.{f}"] for f in TOP_LEVEL}
+data.update(task=task, optimizer=optimizer, schedule=schedule, batch=batch)
+
+spec: RunSpec | None = None
+errors: list[FieldError] = []
+try:
+    spec = parse_spec(data)
+except SpecError as exc:
+    errors = exc.errors
+
+with side:
+    steps = spec.steps if spec else int(data["steps"] or 1)
+    try:
+        schedule_params = {k: v for k, v in schedule.items() if k != "name"}
+        x, y = curve(schedule["name"], max(1, steps), float(optimizer["lr"]), schedule_params, points=1000)
+        st.plotly_chart(schedule_preview({schedule["name"]: (x, y)}), key="preview")
+    except (ValueError, ZeroDivisionError, TypeError, OverflowError):
+        st.caption("The preview appears once the schedule's fields are valid.")
+    if errors:
+        st.error("**This spec cannot run yet:**\n" + "\n".join(f"- `{e.field}`: {e.message}" for e in errors))
+    with st.expander("Spec as YAML"):
+        st.code(yaml.safe_dump(spec.model_dump(mode="json") if spec else data, sort_keys=False), language="yaml")
+    launched = st.button("Launch", type="primary", width="stretch")
+
+if launched:
+    if spec is None:
+        side.error("Nothing was queued: fix the fields listed above first.")
+    else:
+        from workers.celery_app import QueueUnavailable, submit
+
+        try:
+            run_id = submit(store, spec)
+        except QueueUnavailable as exc:
+            side.error(f"Nothing is running it: {exc}")
+        else:
+            st.session_state["last_launched"] = run_id
+
+if last := st.session_state.get("last_launched"):
+    side.success(f"Run #{last} queued.")
+    side.page_link("pages/live.py", label=f"Watch run #{last} live", icon="📈", query_params={"run": str(last)})

@@ -1,0 +1,109 @@
+"""Live: queued and running runs with progress and ETA, and live curves for the runs you watch.
+
+The curves refresh in a fragment every second and fetch only the rows newer than those this page already
+holds (a cursor per run in the session), so a long run costs the same per refresh as a short one.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from app.export import csv_bytes
+from app.figures import metric_chart
+from app.ui import fmt_age, fmt_seconds, get_store, reap_lost_runs, run_label
+from db.store import ACTIVE, RunInfo, Store
+
+REFRESH_SECONDS = 1.0
+CHARTS = (("Loss", ("loss", "val_loss"), True), ("Gradient norm", ("grad_l2",), True), ("Learning rate", ("lr",), False))
+
+store = get_store()
+reap_lost_runs(store)
+st.title("Live")
+
+
+def fetch_new(store: Store, run_ids: list[int]) -> pd.DataFrame:
+    """Append rows newer than each run's cursor to the session's cache and return the whole cache."""
+    cache: dict[int, pd.DataFrame] = st.session_state.setdefault("live_rows", {})
+    cursors = {rid: int(cache[rid]["step"].max()) for rid in run_ids if rid in cache and len(cache[rid])}
+    fresh = store.metrics(run_ids, names=[m for _, names, _ in CHARTS for m in names], after=cursors)
+    for rid, rows in fresh.groupby("run_id"):
+        cache[int(rid)] = pd.concat([cache[int(rid)], rows]) if int(rid) in cache else rows  # type: ignore[call-overload]
+    frames = [cache[rid] for rid in run_ids if rid in cache]
+    return pd.concat(frames) if frames else fresh
+
+
+def progress_line(run: RunInfo) -> None:
+    cols = st.columns([6, 1])
+    if run.status == "queued":
+        device = run.spec.get("device", "auto")
+        worker = {"cuda": "a GPU worker", "cpu": "a CPU worker"}.get(device, "a worker")
+        cols[0].progress(0.0, text=f"{run_label(run)} — queued {fmt_age(run.created_at)}, waiting for {worker}")
+    else:
+        eta = run.eta_seconds()
+        text = f"{run_label(run)} — step {run.progress}/{run.steps} · ETA {fmt_seconds(eta)} · {run.device or ''}"
+        if run.cancel_requested:
+            text += " · stopping…"
+        cols[0].progress(run.fraction_done, text=text)
+    if cols[1].button("Cancel", key=f"cancel-{run.id}", disabled=run.cancel_requested):
+        store.request_cancel(run.id)
+        st.rerun(scope="fragment")
+
+
+@st.fragment(run_every=REFRESH_SECONDS)
+def active_runs() -> None:
+    runs = store.list_runs(statuses=ACTIVE)
+    if not runs:
+        st.caption("Nothing queued or running.")
+    for run in reversed(runs):  # oldest first: the order workers take them
+        progress_line(run)
+
+
+st.subheader("Queue")
+active_runs()
+
+all_runs = store.list_runs()
+if not all_runs:
+    st.info("No runs yet. Launch one and it will appear here while it trains.")
+    st.page_link("pages/launch.py", label="Launch a run", icon="🚀")
+    st.stop()
+
+labels = {r.id: run_label(r) for r in all_runs}
+requested = [int(x) for x in st.query_params.get_all("run") if x.isdigit() and int(x) in labels]
+default = requested or [r.id for r in all_runs if r.status in ACTIVE][:5] or [all_runs[0].id]
+st.subheader("Curves")
+watched = st.multiselect("Runs to watch", list(labels), default=default, format_func=labels.get, key="watched")
+
+
+@st.fragment(run_every=REFRESH_SECONDS)
+def curves(run_ids: list[int]) -> None:
+    if not run_ids:
+        st.caption("Pick one or more runs above.")
+        return
+    frame = fetch_new(store, run_ids)
+    runs = {r.id: r for r in store.list_runs(ids=run_ids)}
+    status = " · ".join(f"{labels[i]}: **{runs[i].status}** ({runs[i].progress}/{runs[i].steps})" for i in run_ids if i in runs)
+    st.markdown(status)
+    for run in runs.values():
+        if run.error:
+            st.warning(f"{run_label(run)}: {run.error}")
+    if frame.empty:
+        st.caption("No metrics yet — the first points arrive within a second of the run starting.")
+        return
+    st.caption(f"{len(frame)} points held · refreshed every {REFRESH_SECONDS:g} s")
+    columns = st.columns(len(CHARTS))
+    watched_labels = {i: labels[i] for i in run_ids}
+    for col, (title, metrics, log_y) in zip(columns, CHARTS, strict=True):
+        col.plotly_chart(metric_chart(frame, metrics, watched_labels, log_y=log_y, title=title), key=f"chart-{title}")
+
+
+curves(watched)
+
+if watched:
+    st.download_button(
+        "Download CSV of the watched runs",
+        data=lambda: csv_bytes(store, watched),
+        file_name=f"optimizer-lab-runs-{'-'.join(map(str, watched))}.csv",
+        mime="text/csv",
+        icon="⬇️",
+    )

