@@ -139,8 +139,8 @@ def run(spec: RunSpec, sink: Sink, device: torch.device | None = None) -> Outcom
         last_flush = time.perf_counter()
         sink.write(rows)
         if diverged_at is not None:
-            step, what = diverged_at
-            return Outcome("diverged", step, f"{what} became non-finite at step {step}")
+            at, what = diverged_at
+            return Outcome("diverged", at, f"{what} became non-finite at step {at}")
         if sink.should_stop():
             return Outcome("cancelled", step, f"stopped at step {step}")
         return None

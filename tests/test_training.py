@@ -1,0 +1,169 @@
+"""The training loop on its own (no Celery, no Streamlit): recipes, metric identities, determinism, divergence."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from models.tasks import TASKS
+from workers.metrics import METRIC_NAMES
+from workers.schedules import curve
+from workers.spec import parse_spec
+from workers.training import ListSink, run
+
+PER_STEP = [m for m in METRIC_NAMES if not m.startswith("val_")]
+
+RECIPES = [  # optimizer → a learning rate that trains digits-mlp
+    ({"name": "sgd", "lr": 0.1, "momentum": 0.9}, 0.5),
+    ({"name": "adam", "lr": 3e-3}, 0.5),
+    ({"name": "adamw", "lr": 3e-3}, 0.5),
+    ({"name": "adagrad", "lr": 3e-2}, 0.5),
+]
+
+
+def spec(**changes: object):  # type: ignore[no-untyped-def]
+    data = {"task": "digits-mlp", "optimizer": {"name": "adamw", "lr": 3e-3}, "steps": 60, "eval_every": 20}
+    data.update(changes)
+    return parse_spec(data)
+
+
+@pytest.mark.parametrize(("optimizer", "ratio"), RECIPES, ids=[o["name"] for o, _ in RECIPES])
+def test_recipe_loss_falls(optimizer: dict[str, object], ratio: float) -> None:
+    sink = ListSink()
+    outcome = run(spec(optimizer=optimizer, steps=150, eval_every=50), sink, torch.device("cpu"))
+    assert outcome.status == "completed" and outcome.steps == 150
+    val = sink.series("val_loss")
+    assert sorted(val) == [50, 100, 150]
+    assert val[150] < ratio * math.log(10)  # log(10): the loss of a uniform guess over 10 classes
+    assert sink.series("val_accuracy")[150] > 0.8
+
+
+def test_every_step_has_every_metric_and_evals_on_schedule() -> None:
+    sink = ListSink()
+    run(spec(steps=45, eval_every=20), sink, torch.device("cpu"))
+    for metric in PER_STEP:
+        assert sorted(sink.series(metric)) == list(range(1, 46)), metric
+    assert sorted(sink.series("val_loss")) == [20, 40, 45]  # every eval_every, and at the end
+
+
+def test_metric_identities_plain_sgd() -> None:
+    """Plain SGD: Δθ = −η g exactly, so ‖Δθ‖ = η‖g‖; samples and the ratio's bounds follow from definitions."""
+    sink = ListSink()
+    s = spec(optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.0}, batch={"size": 32}, steps=30)
+    run(s, sink, torch.device("cpu"))
+    g2, upd, ratio = sink.series("grad_l2"), sink.series("update_l2"), sink.series("grad_l1_l2_ratio")
+    d = sum(p.numel() for p in TASKS["digits-mlp"].build(seed=0, hidden=64).model.parameters())
+    for step in range(1, 31):
+        assert upd[step] == pytest.approx(0.05 * g2[step], rel=1e-4)
+        assert 1 / math.sqrt(d) <= ratio[step] <= 1
+        assert ratio[step] == pytest.approx(sink.series("grad_l1")[step] / (math.sqrt(d) * g2[step]))
+        assert sink.series("samples_seen")[step] == 32 * step
+        assert sink.series("batch_size")[step] == 32
+    walls = [sink.series("wall_time")[k] for k in range(1, 31)]
+    assert walls == sorted(walls) and all(sink.series("step_time")[k] > 0 for k in range(1, 31))
+
+
+def test_first_step_norms_equal_plain_autograd() -> None:
+    """Full-batch: the first step's loss and gradient norms equal those torch computes on the fresh model."""
+    task = TASKS["digits-mlp"]
+    problem = task.build(seed=3, hidden=64)
+    loss = problem.loss_fn(problem.model(problem.x_train), problem.y_train)
+    grads = torch.autograd.grad(loss, list(problem.model.parameters()))
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    theta = torch.cat([p.detach().reshape(-1) for p in problem.model.parameters()])
+
+    sink = ListSink()
+    s = spec(seed=3, optimizer={"name": "sgd", "lr": 0.1, "momentum": 0.0}, batch={"size": 1438}, steps=1)
+    run(s, sink, torch.device("cpu"))
+    assert sink.series("loss")[1] == pytest.approx(loss.item(), rel=1e-5)
+    assert sink.series("grad_l2")[1] == pytest.approx(flat.norm().item(), rel=1e-4)
+    assert sink.series("grad_l1")[1] == pytest.approx(flat.abs().sum().item(), rel=1e-4)
+    assert sink.series("param_l2")[1] == pytest.approx((theta - 0.1 * flat).norm().item(), rel=1e-5)
+
+
+def test_loop_trains_exactly_like_a_bare_torch_loop() -> None:
+    """Same seed, same batches: the loop's losses equal a hand-written loop's (the flat buffers change nothing)."""
+    s = spec(optimizer={"name": "adam", "lr": 1e-3}, batch={"size": 50}, steps=40, seed=7)
+    sink = ListSink()
+    run(s, sink, torch.device("cpu"))
+
+    problem = TASKS["digits-mlp"].build(seed=7, hidden=64)
+    opt = torch.optim.Adam(problem.model.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(7)
+    order, pos, losses = torch.randperm(1438, generator=gen), 0, []
+    for _ in range(40):
+        if pos + 50 > 1438:
+            order, pos = torch.randperm(1438, generator=gen), 0
+        idx = order[pos : pos + 50]
+        pos += 50
+        opt.zero_grad()
+        loss = problem.loss_fn(problem.model(problem.x_train[idx]), problem.y_train[idx])
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    ours = [sink.series("loss")[k] for k in range(1, 41)]
+    assert ours == pytest.approx(losses, rel=1e-5, abs=1e-6)
+
+
+def test_deterministic_for_a_seed_and_different_across_seeds() -> None:
+    def losses(seed: int) -> list[float]:
+        sink = ListSink()
+        run(spec(seed=seed), sink, torch.device("cpu"))
+        return [v for _, m, v in sink.rows if m in ("loss", "grad_l2", "val_loss")]
+
+    assert losses(1) == losses(1)
+    assert losses(1) != losses(2)
+
+
+def test_logged_lr_equals_the_preview() -> None:
+    s = spec(schedule={"name": "warmup-cosine", "warmup_steps": 10, "min_lr": 1e-4}, steps=50)
+    sink = ListSink()
+    run(s, sink, torch.device("cpu"))
+    steps, lrs = curve("warmup-cosine", 50, 3e-3, {"warmup_steps": 10, "min_lr": 1e-4})
+    assert [sink.series("lr")[k] for k in steps] == lrs
+
+
+def test_divergence_ends_the_run_at_that_step_keeping_everything_before() -> None:
+    s = parse_spec({"task": "quadratic", "optimizer": {"name": "sgd", "lr": 50.0, "momentum": 0.0}, "steps": 500})
+    sink = ListSink()
+    outcome = run(s, sink, torch.device("cpu"))
+    assert outcome.status == "diverged"
+    loss = sink.series("loss")
+    last = max(loss)
+    assert outcome.steps == last and str(last) in outcome.message
+    assert sorted(loss) == list(range(1, last + 1))  # every step up to the divergence, none after
+    assert not math.isfinite(loss[last]) and all(math.isfinite(loss[k]) for k in range(1, last))
+    assert all(step <= last for step, _, _ in sink.rows)
+    assert loss[2] > loss[1]  # it really was blowing up
+
+
+def test_stop_request_cancels_at_a_flush() -> None:
+    sink = ListSink(stop_after_rows=1)
+    outcome = run(spec(steps=100_000), sink, torch.device("cpu"))
+    assert outcome.status == "cancelled" and outcome.steps < 100_000
+    assert max(step for step, _, _ in sink.rows) == outcome.steps
+
+
+def test_training_module_imports_neither_celery_nor_streamlit() -> None:
+    code = "import sys, workers.training; print(any(m in sys.modules for m in ('celery', 'streamlit')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_workers_package_imports_nothing_heavy() -> None:
+    code = "import sys, workers, workers.spec; print(any(m in sys.modules for m in ('torch', 'celery', 'streamlit')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_run_matches_cpu_closely() -> None:
+    cpu, gpu = ListSink(), ListSink()
+    run(spec(steps=30), cpu, torch.device("cpu"))
+    run(spec(steps=30), gpu, torch.device("cuda"))
+    assert gpu.series("loss")[30] == pytest.approx(cpu.series("loss")[30], rel=1e-3)
