@@ -14,26 +14,23 @@ PALETTE = ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#e
 
 
 def downsample_minmax(x: np.ndarray, y: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray]:
-    """Keep at most about `max_points` points: each bucket contributes its first point, minimum and maximum.
-
-    Spikes (a divergence, a loss jump) survive, which plain striding would drop. NaN/inf are kept as they are.
+    """At most `max_points` points: the first, the last, and each of (max_points − 2) / 2 equal buckets' minimum
+    and maximum. Spikes (a divergence, a loss jump) survive, which plain striding would drop.
     """
     n = len(x)
-    if n <= max_points or max_points < 3:
+    if n <= max_points or max_points < 4:
         return x, y
-    buckets = max(1, max_points // 3)
+    buckets = (max_points - 2) // 2
     edges = np.linspace(0, n, buckets + 1).astype(int)
-    keep: list[int] = []
     finite = np.where(np.isfinite(y), y, np.nan)
+    keep = {0, n - 1}
     for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-        if hi <= lo:
-            continue
         chunk = finite[lo:hi]
-        picks = {lo, hi - 1}
-        if not np.all(np.isnan(chunk)):
-            picks.update((lo + int(np.nanargmin(chunk)), lo + int(np.nanargmax(chunk))))
-        keep.extend(sorted(picks))
-    index = np.array(sorted(set(keep)))
+        if hi > lo and not np.all(np.isnan(chunk)):
+            keep.update((lo + int(np.nanargmin(chunk)), lo + int(np.nanargmax(chunk))))
+        elif hi > lo:
+            keep.add(lo)  # all NaN/inf: keep one so the gap shows
+    index = np.fromiter(sorted(keep), dtype=int)
     return x[index], y[index]
 
 

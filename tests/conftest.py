@@ -124,10 +124,12 @@ class Stack:
     def store(self) -> Store:
         return Store.from_url(self.db_url)
 
-    def cli(self, *args: str, timeout: float = 120, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, timeout: float = 120, stdin: str | None = None, **env: str
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "app.cli", *args], cwd=ROOT, env=self.env, capture_output=True, text=True,
-            timeout=timeout, input=stdin,
+            [sys.executable, "-m", "app.cli", *args], cwd=ROOT, env={**self.env, **env}, capture_output=True,
+            text=True, timeout=timeout, input=stdin,
         )  # fmt: skip
 
 
@@ -143,8 +145,7 @@ def stack(sqlite_url: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.M
     get_settings.cache_clear()
     from workers.celery_app import app
 
-    app.conf.broker_url = redis_url
-    app.pool.force_close_all()
+    app.conf.broker_url = redis_url  # the session's one Redis: set before this process first connects
     yield Stack(sqlite_url, redis_url, tmp_path)
     get_settings.cache_clear()
 

@@ -1,0 +1,148 @@
+"""The queue, for real: a private redis-server and real `python -m workers` processes (no eager mode)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import time
+
+import pytest
+import redis
+
+from tests.conftest import HEARTBEAT_TIMEOUT_S, Stack, wait_for
+from workers.celery_app import TRAIN_TASK, app, submit
+from workers.spec import parse_spec
+
+pytestmark = pytest.mark.live_worker
+
+
+def spec(steps: int = 200, **changes: object):  # type: ignore[no-untyped-def]
+    data = {"task": "digits-mlp", "optimizer": {"name": "adamw", "lr": 3e-3}, "steps": steps, "eval_every": 50}
+    data.update(changes)
+    return parse_spec(data)
+
+
+def finished(stack: Stack, run_id: int, timeout: float = 60) -> str:
+    return wait_for(
+        lambda: (r := stack.store.get_run(run_id)) and r.status not in ("queued", "running") and r.status,
+        timeout, f"run {run_id} to finish",
+    )  # fmt: skip
+
+
+def running_with_progress(stack: Stack, run_id: int) -> None:
+    wait_for(lambda: (r := stack.store.get_run(run_id)) and r.status == "running" and r.progress > 0, 60, "progress")
+
+
+def test_message_is_json_and_carries_only_the_run_id(stack: Stack) -> None:
+    run_id = submit(stack.store, spec())  # no worker yet: the message waits in Redis
+    raw = redis.Redis.from_url(stack.redis_url).lrange("auto", 0, -1)
+    assert len(raw) == 1
+    envelope = json.loads(raw[0])
+    assert envelope["content-type"] == "application/json"
+    args, kwargs, _ = json.loads(base64.b64decode(envelope["body"]))
+    assert args == [run_id] and kwargs == {}
+    assert app.conf.accept_content == ["json"] and app.conf.task_serializer == "json"
+
+
+def test_a_run_trains_on_the_worker_and_every_metric_lands(stack: Stack, worker) -> None:  # type: ignore[no-untyped-def]
+    run_id = submit(stack.store, spec(steps=200))
+    assert finished(stack, run_id) == "completed"
+    run = stack.store.get_run(run_id)
+    assert run is not None and run.progress == 200 and run.device == "cpu" and run.worker and run.error is None
+    frame = stack.store.metrics([run_id])
+    assert len(frame) == 200 * 11 + 4 * 2  # 11 per-step metrics, and val loss/accuracy at 50, 100, 150, 200
+    assert frame[frame.metric == "loss"].value.iloc[-1] < frame[frame.metric == "loss"].value.iloc[0]
+
+
+def test_a_message_delivered_twice_trains_once(stack: Stack, worker) -> None:  # type: ignore[no-untyped-def]
+    run_id = submit(stack.store, spec(steps=100))
+    app.send_task(TRAIN_TASK, args=[run_id], queue="auto")  # a duplicate delivery
+    assert finished(stack, run_id) == "completed"
+    time.sleep(1.0)  # let the duplicate be consumed
+    assert len(stack.store.metrics([run_id])) == 100 * 11 + 2 * 2
+    assert "skipped" in worker.log_path.read_text()
+
+
+def test_cancel_stops_a_running_run_within_two_seconds(stack: Stack, worker) -> None:  # type: ignore[no-untyped-def]
+    run_id = submit(stack.store, spec(steps=100_000))
+    running_with_progress(stack, run_id)
+    asked = time.monotonic()
+    assert stack.store.request_cancel(run_id) == "running"
+    assert finished(stack, run_id, timeout=5) == "cancelled"
+    assert time.monotonic() - asked < 2.0
+    progress = stack.store.get_run(run_id).progress  # type: ignore[union-attr]
+    assert 0 < progress < 100_000 and stack.store.metrics([run_id]).step.max() == progress
+
+
+def test_cancel_a_queued_run_before_it_starts(stack: Stack, worker) -> None:  # type: ignore[no-untyped-def]
+    busy = submit(stack.store, spec(steps=100_000))
+    running_with_progress(stack, busy)
+    waiting = submit(stack.store, spec(steps=100))
+    assert stack.store.request_cancel(waiting) == "cancelled"
+    stack.store.request_cancel(busy)
+    assert finished(stack, busy) == "cancelled"
+    time.sleep(1.0)  # the worker takes the cancelled run's message next, and must skip it
+    run = stack.store.get_run(waiting)
+    assert run is not None and run.status == "cancelled" and run.started_at is None
+    assert stack.store.metrics([waiting]).empty
+
+
+def test_a_killed_worker_never_leaves_its_run_running(stack: Stack, start_worker) -> None:  # type: ignore[no-untyped-def]
+    victim = start_worker("victim")
+    run_id = submit(stack.store, spec(steps=100_000))
+    running_with_progress(stack, run_id)
+    os.kill(victim.process.pid, signal.SIGKILL)
+    victim.process.wait(10)
+    assert stack.store.get_run(run_id).status == "running"  # type: ignore[union-attr]
+    time.sleep(HEARTBEAT_TIMEOUT_S + 0.5)
+    status = stack.cli("status", str(run_id))  # anything that lists runs reaps the lost ones
+    assert status.returncode == 0, status.stderr
+    run = stack.store.get_run(run_id)
+    assert run is not None and run.status == "failed" and "worker lost" in (run.error or "")
+    assert "failed" in status.stdout and "worker lost" in status.stdout
+    # a new worker picking up the redelivered message must not resurrect it
+    start_worker("successor")
+    time.sleep(1.0)
+    assert stack.store.get_run(run_id).status == "failed"  # type: ignore[union-attr]
+
+
+def test_a_worker_shut_down_mid_run_marks_it_failed(stack: Stack, worker) -> None:  # type: ignore[no-untyped-def]
+    run_id = submit(stack.store, spec(steps=100_000))
+    running_with_progress(stack, run_id)
+    worker.process.send_signal(signal.SIGTERM)
+    assert finished(stack, run_id, timeout=15) == "failed"
+    assert "shut down" in (stack.store.get_run(run_id).error or "")  # type: ignore[union-attr]
+
+
+def test_device_routing_cuda_waits_for_a_gpu_worker(stack: Stack, worker) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the worker would take the cuda run")
+    gpu_run = submit(stack.store, spec(steps=50, device="cuda"))
+    cpu_run = submit(stack.store, spec(steps=50, device="cpu"))
+    assert finished(stack, cpu_run) == "completed"
+    time.sleep(1.0)
+    assert stack.store.get_run(gpu_run).status == "queued"  # type: ignore[union-attr]
+    assert redis.Redis.from_url(stack.redis_url).llen("cuda") == 1
+
+
+def test_submit_with_the_broker_down_fails_the_run_instead_of_leaving_it_queued(stack: Stack) -> None:
+    spec_file = stack.tmp / "spec.yaml"
+    spec_file.write_text("task: digits-mlp\noptimizer: adamw\n")
+    result = stack.cli("submit", str(spec_file), REDIS_URL="redis://127.0.0.1:1/0")
+    assert result.returncode == 1 and "could not reach the queue" in result.stderr
+    (run,) = stack.store.list_runs()
+    assert run.status == "failed" and "could not reach the queue" in (run.error or "")
+
+
+def test_worker_warms_up_before_taking_runs(stack: Stack, worker) -> None:  # type: ignore[no-untyped-def]
+    """The first run's first flush is not delayed by torch._dynamo's lazy import (~1 s)."""
+    run_id = submit(stack.store, spec(steps=20))
+    assert finished(stack, run_id) == "completed"
+    step_times = stack.store.metrics([run_id], names=["step_time"]).value
+    assert step_times.iloc[0] < 0.5, step_times.iloc[0]
+
+

@@ -1,0 +1,109 @@
+"""The store contract, run against every backend (SQLite file; PostgreSQL when TEST_DATABASE_URL is set)."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+
+from db.store import Store
+
+SPEC = {"steps": 10, "task": {"name": "digits-mlp"}, "optimizer": {"name": "sgd", "lr": 0.1}}
+
+
+def test_lifecycle_queued_running_completed(store: Store) -> None:
+    run_id = store.create_run("r", SPEC)
+    run = store.get_run(run_id)
+    assert run is not None and run.status == "queued" and run.progress == 0 and run.started_at is None
+    claimed = store.claim(run_id, "w1", "cpu", stale_after=30)
+    assert claimed is not None and claimed.status == "running" and claimed.worker == "w1" and claimed.device == "cpu"
+    store.finish(run_id, "completed")
+    done = store.get_run(run_id)
+    assert done is not None and done.status == "completed" and done.finished_at is not None
+    store.finish(run_id, "failed", "late")  # a finished run keeps its first ending
+    assert store.get_run(run_id).status == "completed"  # type: ignore[union-attr]
+
+
+def test_claim_is_exclusive_until_the_heartbeat_goes_stale(store: Store) -> None:
+    run_id = store.create_run("r", SPEC)
+    assert store.claim(run_id, "w1", "cpu", stale_after=30) is not None
+    assert store.claim(run_id, "w2", "cpu", stale_after=30) is None  # a live worker holds it
+    time.sleep(0.2)
+    again = store.claim(run_id, "w2", "cpu", stale_after=0.1)  # a redelivered message after w1 went silent
+    assert again is not None and again.worker == "w2"
+
+
+def test_cancel_queued_is_immediate_and_it_is_never_claimed(store: Store) -> None:
+    run_id = store.create_run("r", SPEC)
+    assert store.request_cancel(run_id) == "cancelled"
+    assert store.claim(run_id, "w", "cpu", stale_after=30) is None
+    assert store.request_cancel(999_999) is None
+
+
+def test_cancel_running_is_seen_by_the_next_record(store: Store) -> None:
+    run_id = store.create_run("r", SPEC)
+    store.claim(run_id, "w", "cpu", stale_after=30)
+    assert store.record(run_id, [(1, "loss", 1.0)]) is False
+    assert store.request_cancel(run_id) == "running"
+    assert store.record(run_id, [(2, "loss", 0.9)]) is True
+
+
+def test_metrics_are_idempotent_and_keep_nan_and_inf(store: Store) -> None:
+    run_id = store.create_run("r", SPEC)
+    rows = [(1, "loss", 2.5), (1, "lr", 0.1), (2, "loss", math.nan), (2, "lr", math.inf), (3, "loss", -math.inf)]
+    store.record(run_id, rows)
+    store.record(run_id, rows)  # a task delivered twice
+    store.record(run_id, [(1, "loss", 2.25)])  # a re-run overwrites
+    frame = store.metrics([run_id])
+    assert len(frame) == 5
+    got = {(int(r.step), r.metric): r.value for r in frame.itertuples()}
+    assert got[(1, "loss")] == 2.25 and got[(1, "lr")] == 0.1
+    assert math.isnan(got[(2, "loss")])
+    assert got[(2, "lr")] == math.inf and got[(3, "loss")] == -math.inf
+    assert store.get_run(run_id).progress == 3  # type: ignore[union-attr]
+
+
+def test_metrics_after_cursor_returns_only_newer_rows(store: Store) -> None:
+    a, b = store.create_run("a", SPEC), store.create_run("b", SPEC)
+    store.record(a, [(s, m, float(s)) for s in range(1, 11) for m in ("loss", "lr")])
+    store.record(b, [(s, "loss", float(s)) for s in range(1, 6)])
+    newer = store.metrics([a, b], names=["loss"], after={a: 7, b: 5})
+    assert list(zip(newer.run_id, newer.step, strict=True)) == [(a, 8), (a, 9), (a, 10)]
+    assert set(store.metrics([a], names=["lr"])["metric"]) == {"lr"}
+    assert store.metrics([]).empty
+
+
+def test_summaries_final_and_best(store: Store) -> None:
+    a = store.create_run("a", SPEC)
+    store.record(a, [(1, "loss", 3.0), (2, "loss", 1.0), (3, "loss", 2.0), (3, "lr", 0.0)])
+    assert store.summaries([a]) == {a: {"final": 2.0, "best": 1.0}}
+    assert store.metric_names([a]) == ["loss", "lr"]
+
+
+def test_progress_never_goes_back(store: Store) -> None:
+    a = store.create_run("a", SPEC)
+    store.record(a, [(5, "loss", 1.0)])
+    store.record(a, [(3, "loss", 1.0)])
+    assert store.get_run(a).progress == 5  # type: ignore[union-attr]
+
+
+def test_lost_runs_are_marked_failed_with_a_reason(store: Store) -> None:
+    a, b = store.create_run("a", SPEC), store.create_run("b", SPEC)
+    store.claim(a, "w", "cpu", stale_after=30)
+    store.claim(b, "w", "cpu", stale_after=30)
+    time.sleep(0.3)
+    store.record(b, [])  # b's worker is alive
+    assert store.mark_lost_runs(stale_after=0.2) == [a]
+    lost = store.get_run(a)
+    assert lost is not None and lost.status == "failed" and "heartbeat" in (lost.error or "")
+    assert store.get_run(b).status == "running"  # type: ignore[union-attr]
+
+
+def test_list_and_delete(store: Store) -> None:
+    ids = [store.create_run(f"r{i}", SPEC) for i in range(3)]
+    store.record(ids[0], [(1, "loss", 1.0)])
+    assert [r.id for r in store.list_runs()] == ids[::-1]
+    assert [r.id for r in store.list_runs(statuses=["queued"], ids=ids[:2])] == ids[:2][::-1]
+    assert store.delete_runs(ids[:1]) == 1
+    assert store.get_run(ids[0]) is None and store.metrics([ids[0]]).empty
