@@ -12,12 +12,15 @@ from workers.registry import Entry, Param, Registry
 from workers.settings import get_settings
 
 
-@st.cache_resource
 def get_store() -> Store:
-    """One store (and engine) per server process; migrations applied on first use."""
+    """The store for the configured database: one engine per server process, migrated on first use."""
+    return _store_for(get_settings().database_url)
+
+
+@st.cache_resource
+def _store_for(url: str) -> Store:
     from db.migrate import upgrade
 
-    url = get_settings().database_url
     upgrade(url)
     return Store.from_url(url)
 

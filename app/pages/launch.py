@@ -56,9 +56,9 @@ with form:
     with st.container(border=True):
         task = component_form("Task", TASKS, "task", None)
     with st.container(border=True):
-        optimizer = component_form("Optimizer", OPTIMIZERS, "optimizer", None)
+        optimizer = component_form("Optimizer", OPTIMIZERS, "optimizer", {"name": "adamw"})
     with st.container(border=True):
-        schedule = component_form("Learning-rate schedule", SCHEDULES, "schedule", None)
+        schedule = component_form("Learning-rate schedule", SCHEDULES, "schedule", {"name": "warmup-cosine"})
     with st.container(border=True):
         batch = component_form("Batch size policy", BATCH_POLICIES, "batch", None)
     c1, c2, c3, c4 = st.columns(4)

@@ -1,0 +1,143 @@
+"""Each page through Streamlit's AppTest, over a real database and Redis (live refresh is in test_browser.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import ROOT, Stack
+from workers.optimizers import OPTIMIZERS
+from workers.spec import parse_spec
+
+MAIN = str(ROOT / "app" / "main.py")
+
+
+def app(page: str | None = None, **query: str) -> AppTest:
+    at = AppTest.from_file(MAIN, default_timeout=60)
+    for key, value in query.items():
+        at.query_params[key] = value
+    at.run()
+    if page:
+        at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def values(trace: dict, axis: str) -> list[float]:  # type: ignore[type-arg]
+    """A trace's x or y, whether plotly sent a list or a base64 typed array."""
+    import base64
+
+    import numpy as np
+
+    data = trace[axis]
+    if isinstance(data, dict):
+        return np.frombuffer(base64.b64decode(data["bdata"]), dtype=np.dtype(data["dtype"])).tolist()
+    return list(data)
+
+
+def plotly_json(at: AppTest) -> dict:  # type: ignore[type-arg]
+    return json.loads(at.get("plotly_chart")[0].proto.spec)
+
+
+def test_launch_form_comes_from_the_registries(stack: Stack) -> None:
+    at = app()
+    assert at.title[0].value == "Launch a run"
+    assert at.selectbox(key="optimizer.name").options == list(OPTIMIZERS)
+    at.selectbox(key="optimizer.name").set_value("sgd").run()
+    keys = {w.key for w in at.number_input} | {w.key for w in at.checkbox}
+    assert {"optimizer:sgd:lr", "optimizer:sgd:momentum", "optimizer:sgd:nesterov"} <= keys
+    assert any("Polyak" in c.value for c in at.caption)  # the entry's paper is shown
+
+
+def test_negative_lr_shows_a_field_error_and_queues_nothing(stack: Stack) -> None:
+    at = app()
+    at.number_input(key="optimizer:adamw:lr").set_value(-1.0).run()
+    assert any("`optimizer.lr`" in e.value and "greater than 0" in e.value for e in at.error)
+    at.button[0].click().run()
+    assert any("Nothing was queued" in e.value for e in at.error)
+    assert stack.store.list_runs() == []
+
+
+def test_preview_redraws_when_the_schedule_changes(stack: Stack) -> None:
+    at = app()
+    warm = plotly_json(at)["data"][0]["y"]
+    assert warm[0] < max(warm) and warm[-1] < max(warm)  # warm-up, then decay: the default schedule
+    at.selectbox(key="schedule.name").set_value("constant").run()
+    assert len(set(plotly_json(at)["data"][0]["y"])) == 1
+    at.selectbox(key="schedule.name").set_value("cosine").run()
+    trace = plotly_json(at)["data"][0]
+    assert trace["name"] == "cosine" and trace["y"][0] > trace["y"][-1]
+    at.number_input(key="run.steps").set_value(80).run()
+    assert plotly_json(at)["data"][0]["x"][-1] == 80
+
+
+def test_launch_queues_a_run_and_links_to_it(stack: Stack) -> None:
+    at = app()
+    at.text_input(key="run.name").set_value("from-the-form").run()
+    at.button[0].click().run()
+    (run,) = stack.store.list_runs()
+    assert run.status == "queued" and run.name == "from-the-form"
+    assert parse_spec(run.spec).optimizer.name == "adamw"
+    assert any(f"Run #{run.id} queued" in s.value for s in at.success)
+
+
+def test_clone_fills_the_form(stack: Stack) -> None:
+    spec = parse_spec({"name": "orig", "task": "moons-mlp", "optimizer": {"name": "sgd", "lr": 0.25, "nesterov": True},
+                       "schedule": {"name": "step", "step_size": 7}, "steps": 99})  # fmt: skip
+    run_id = stack.store.create_run(spec.name, spec.model_dump(mode="json"))
+    at = app(clone=str(run_id))
+    assert at.selectbox(key="optimizer.name").value == "sgd"
+    assert at.number_input(key="optimizer:sgd:lr").value == 0.25
+    assert at.checkbox(key="optimizer:sgd:nesterov").value is True
+    assert at.number_input(key="schedule:step:step_size").value == 7
+    assert at.number_input(key="run.steps").value == 99 and at.selectbox(key="task.name").value == "moons-mlp"
+
+
+def test_live_page_empty_state(stack: Stack) -> None:
+    at = app("pages/live.py")
+    assert any("No runs yet" in i.value for i in at.info)
+
+
+def test_live_page_shows_progress_and_curves(stack: Stack) -> None:
+    spec = parse_spec({"task": "digits-mlp", "optimizer": "adamw", "steps": 100})
+    run_id = stack.store.create_run(spec.name, spec.model_dump(mode="json"))
+    stack.store.claim(run_id, "w", "cpu", 30)
+    stack.store.record(run_id, [(s, m, 1.0 / s) for s in range(1, 41) for m in ("loss", "grad_l2", "lr")])
+    queued = stack.store.create_run("waiting", spec.model_dump(mode="json"))
+    at = app("pages/live.py", run=str(run_id))
+    texts = [p.proto.text for p in at.get("progress")]
+    assert any("step 40/100" in t and "ETA" in t for t in texts)
+    assert any(f"#{queued} waiting" in t and "queued" in t for t in texts)
+    charts = at.get("plotly_chart")
+    assert len(charts) == 3
+    loss = json.loads(charts[0].proto.spec)["data"][0]
+    assert values(loss, "x")[-1] == 40 and values(loss, "y")[0] == 1.0
+    cancel = next(b for b in at.button if b.key == f"cancel-{queued}")
+    cancel.click().run()
+    assert stack.store.get_run(queued).status == "cancelled"  # type: ignore[union-attr]
+
+
+def test_runs_page_table_filter_and_clone(stack: Stack) -> None:
+    at = app("pages/runs.py")
+    assert any("No runs yet" in i.value for i in at.info)
+    for name, opt in (("alpha", "sgd"), ("beta", "adam")):
+        spec = parse_spec({"name": name, "task": "moons-mlp", "optimizer": opt, "steps": 10})
+        rid = stack.store.create_run(name, spec.model_dump(mode="json"))
+        stack.store.record(rid, [(1, "loss", 2.0), (2, "loss", 1.0)])
+    at = app("pages/runs.py")
+    table = at.dataframe[0].value
+    assert list(table["name"]) == ["beta", "alpha"] and list(table["final loss"]) == [1.0, 1.0]
+    at.multiselect[2].select("sgd").run()  # the optimizer filter
+    assert list(at.dataframe[0].value["name"]) == ["alpha"]
+    at.multiselect(key="selected").select(2).run()
+    clone = next(b for b in at.button if b.label == "Clone")
+    clone.click().run()
+    assert at.title[0].value == "Launch a run"
+    assert at.selectbox(key="optimizer.name").value == "adam"
+
+
+@pytest.mark.parametrize("page", ["pages/launch.py", "pages/live.py", "pages/runs.py"])
+def test_every_page_renders_without_error(stack: Stack, page: str) -> None:
+    app(page)
