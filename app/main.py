@@ -7,10 +7,10 @@ import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `streamlit run app/main.py` from anywhere
 
-st.set_page_config(page_title="Optimizer Lab", page_icon="📉", layout="wide")
+st.set_page_config(page_title="Optimizer Lab", page_icon=":material/trending_down:", layout="wide")
 pages = [
-    st.Page("pages/launch.py", title="Launch", icon="🚀", default=True),
-    st.Page("pages/live.py", title="Live", icon="📈"),
-    st.Page("pages/runs.py", title="Runs", icon="🗂️"),
+    st.Page("pages/launch.py", title="Launch", icon=":material/rocket_launch:", default=True),
+    st.Page("pages/live.py", title="Live", icon=":material/monitoring:"),
+    st.Page("pages/runs.py", title="Runs", icon=":material/table_rows:"),
 ]
 st.navigation(pages).run()

@@ -91,9 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         for _ in range(opts.workers):
             processes.append(("worker", subprocess.Popen([sys.executable, "-m", "workers"], cwd=ROOT, env=env)))
-        streamlit = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"),
-                     "--server.port", str(opts.port), "--server.address", opts.address,
-                     "--server.headless", "true", "--browser.gatherUsageStats", "false"]  # fmt: skip
+        streamlit = [sys.executable, "-m", "app.web", "--server.port", str(opts.port), "--server.address", opts.address]
         processes.append(("ui", subprocess.Popen(streamlit, cwd=ROOT, env=env)))
         print(f"\nOptimizer Lab is up: http://{opts.address}:{opts.port}   (Ctrl-C stops everything)\n", flush=True)
         while not stopping:

@@ -202,8 +202,7 @@ def ui_url(stack: Stack) -> Iterator[str]:
     port = free_port()
     log = open(stack.tmp / "streamlit.log", "w")  # noqa: SIM115
     process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"), "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+        [sys.executable, "-m", "app.web", "--server.port", str(port), "--server.address", "127.0.0.1"],
         cwd=ROOT, env=stack.env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -236,12 +235,24 @@ def browser() -> Iterator:  # type: ignore[type-arg]
         instance.close()
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator:  # type: ignore[type-arg]
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
 @pytest.fixture
-def page(browser, tmp_path: Path) -> Iterator:  # type: ignore[no-untyped-def]
+def page(browser, request: pytest.FixtureRequest) -> Iterator:  # type: ignore[no-untyped-def]
     context = browser.new_context(viewport={"width": 1500, "height": 1100}, accept_downloads=True)
     page = context.new_page()
     page.set_default_timeout(30_000)
     yield page
+    report = getattr(request.node, "report_call", None)
+    if report is not None and report.failed:  # keep what the browser showed, for the CI log
+        shots = ROOT / "data" / "test-failures"
+        shots.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shots / f"{request.node.name}.png"), full_page=True)
     context.close()
 
 

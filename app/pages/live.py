@@ -65,7 +65,7 @@ active_runs()
 all_runs = store.list_runs()
 if not all_runs:
     st.info("No runs yet. Launch one and it will appear here while it trains.")
-    st.page_link("pages/launch.py", label="Launch a run", icon="🚀")
+    st.page_link("pages/launch.py", label="Launch a run", icon=":material/rocket_launch:")
     st.stop()
 
 labels = {r.id: run_label(r) for r in all_runs}
@@ -91,7 +91,7 @@ def curves(run_ids: list[int]) -> None:
         st.caption("No metrics yet — the first points arrive within a second of the run starting.")
         return
     st.caption(f"{len(frame)} points held · refreshed every {REFRESH_SECONDS:g} s")
-    columns = st.columns(len(CHARTS))
+    columns = st.container(key="live-charts").columns(len(CHARTS))
     watched_labels = {i: labels[i] for i in run_ids}
     for col, (title, metrics, log_y) in zip(columns, CHARTS, strict=True):
         col.plotly_chart(metric_chart(frame, metrics, watched_labels, log_y=log_y, title=title), key=f"chart-{title}")
@@ -105,5 +105,5 @@ if watched:
         data=lambda: csv_bytes(store, watched),
         file_name=f"optimizer-lab-runs-{'-'.join(map(str, watched))}.csv",
         mime="text/csv",
-        icon="⬇️",
+        icon=":material/download:",
     )

@@ -16,7 +16,7 @@ st.title("Runs")
 runs = store.list_runs()
 if not runs:
     st.info("No runs yet. Launch your first one: the Launch page builds it from the optimizer catalogue.")
-    st.page_link("pages/launch.py", label="Launch a run", icon="🚀")
+    st.page_link("pages/launch.py", label="Launch a run", icon=":material/rocket_launch:")
     st.stop()
 
 

@@ -1,0 +1,88 @@
+"""The product in a real browser: Debian's chromium driven by playwright, a real Streamlit server, Redis and worker."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pandas as pd
+import pytest
+
+from tests.conftest import Stack, wait_for
+from workers.metrics import METRIC_NAMES
+
+pytestmark = [pytest.mark.browser, pytest.mark.live_worker]
+
+# Plotly sends numpy data as base64 typed arrays; plotly.js keeps the decoded array in `_inputArray`.
+_XS = """const xs = t => !t.x ? [] : Array.isArray(t.x) ? t.x : (t.x._inputArray || []);
+    const traces = Array.from(document.querySelectorAll('.st-key-live-charts .js-plotly-plot')).flatMap(g => g.data || []);"""
+POINTS_JS = f"() => {{ {_XS} return traces.reduce((n, t) => n + xs(t).length, 0); }}"
+LAST_STEP_JS = f"() => {{ {_XS} return Math.max(0, ...traces.map(t => {{ const x = xs(t); return x.length ? x[x.length - 1] : 0; }})); }}"
+
+
+def set_number(page, label: str, value: str) -> None:  # type: ignore[no-untyped-def]
+    box = page.get_by_label(label, exact=True)
+    box.fill(value)
+    box.press("Enter")
+
+
+def launch(page, ui_url: str, name: str, steps: str | None = None) -> tuple[int, float]:  # type: ignore[no-untyped-def]
+    """Fill the form, press Launch; returns the run id and when Launch was pressed."""
+    page.goto(ui_url)
+    page.get_by_text("Launch a run").first.wait_for()
+    page.get_by_label("Run name").fill(name)
+    page.get_by_label("Run name").press("Enter")
+    if steps:
+        set_number(page, "steps", steps)
+    page.wait_for_timeout(500)  # let the rerun for the last edit land
+    clicked = time.monotonic()
+    page.get_by_role("button", name="Launch").click()
+    message = page.get_by_text(re.compile(r"Run #\d+ queued"))
+    message.wait_for()
+    return int(message.inner_text().split("#")[1].split()[0]), clicked
+
+
+def chart_points(page) -> int:  # type: ignore[no-untyped-def]
+    return int(page.evaluate(POINTS_JS))
+
+
+def test_launch_watch_live_download_and_cancel(stack: Stack, worker, ui_url: str, page, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # 1. AdamW + warm-up cosine on digits-mlp for 500 steps (the form's defaults): curves within 5 s.
+    first, submitted = launch(page, ui_url, "browser-adamw")
+    page.get_by_role("link", name=f"Watch run #{first} live").click()
+    wait_for(lambda: chart_points(page) > 0, 5 - (time.monotonic() - submitted), "curves in the browser")
+    assert wait_for(lambda: stack.store.get_run(first).status != "running" and stack.store.get_run(first).status, 60,
+                    "run to end") == "completed"  # fmt: skip
+    page.get_by_text("completed (500/500)").wait_for()
+
+    # 2. The CSV from the page: 500 rows, every per-step metric filled.
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download CSV of the watched runs").click()
+    path = tmp_path / "runs.csv"
+    download.value.save_as(path)
+    frame = pd.read_csv(path)
+    assert len(frame) == 500 and set(frame.run_id) == {first}
+    per_step = [m for m in METRIC_NAMES if not m.startswith("val_")]
+    assert frame[per_step].notna().all().all()
+    assert frame.val_loss.notna().sum() == 10
+
+    # 3. A second, long run: the live chart gains points while it trains; Cancel stops it.
+    second, _ = launch(page, ui_url, "browser-long", steps="100000")
+    page.get_by_role("link", name=f"Watch run #{second} live").click()
+    before = wait_for(lambda: page.evaluate(LAST_STEP_JS), 20, "the long run's first points")
+    wait_for(lambda: page.evaluate(LAST_STEP_JS) > before + 100, 10, "the chart to gain points")
+    page.get_by_role("button", name="Cancel").first.click()
+    assert wait_for(lambda: (r := stack.store.get_run(second)) and r.status in ("cancelled",) and r.status, 10,
+                    "the run to stop") == "cancelled"  # fmt: skip
+    page.get_by_text("cancelled (").wait_for()
+
+
+def test_negative_lr_shows_an_error_and_queues_nothing(stack: Stack, ui_url: str, page) -> None:  # type: ignore[no-untyped-def]
+    page.goto(ui_url)
+    page.get_by_text("Launch a run").first.wait_for()
+    set_number(page, "lr", "-1")
+    page.get_by_text("optimizer.lr").wait_for()
+    assert page.get_by_text("Input should be greater than 0").is_visible()
+    page.get_by_role("button", name="Launch").click()
+    page.get_by_text("Nothing was queued").wait_for()
+    assert stack.store.list_runs() == []
