@@ -228,7 +228,7 @@ class Store:
 
         Returns True when someone asked the run to stop.
         """
-        with self.session() as s:
+        with self.engine.begin() as s:  # Core, not the ORM session: a plain executemany, ~3x faster
             if rows:
                 values = [
                     {"run_id": run_id, "step": st, "metric": m, "value": _encode(v)}

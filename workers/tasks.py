@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -19,17 +20,51 @@ shutting_down = threading.Event()
 
 
 class StoreSink:
-    """Each flush is one transaction; the answer tells the loop whether someone pressed cancel."""
+    """Writes each flush in one transaction on a background thread, so training never waits on the database.
+
+    The write's answer (did someone press cancel?) is what `should_stop` reports at the next flush. A failed
+    write is raised in the training thread at the next `write`, or by `close`, which waits for the last one.
+    """
 
     def __init__(self, store: Store, run_id: int) -> None:
         self.store, self.run_id = store, run_id
         self.cancel_requested = False
+        self._pending: queue.Queue[Sequence[tuple[int, str, float]] | None] = queue.Queue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, name=f"metrics-run-{run_id}", daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while (rows := self._pending.get()) is not None:
+            batch = list(rows)
+            while not self._pending.empty():  # fold everything that queued up meanwhile into one transaction
+                more = self._pending.get_nowait()
+                if more is None:
+                    self._pending.put(None)
+                    break
+                batch.extend(more)
+            try:
+                self.cancel_requested = self.store.record(self.run_id, batch)
+            except BaseException as exc:  # surfaced in the training thread
+                self._error = exc
+                return
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
 
     def write(self, rows: Sequence[tuple[int, str, float]]) -> None:
-        self.cancel_requested = self.store.record(self.run_id, rows)
+        self._raise()
+        self._pending.put(rows)
 
     def should_stop(self) -> bool:
         return self.cancel_requested or shutting_down.is_set()
+
+    def close(self) -> None:
+        """Wait until every written row is in the database."""
+        self._pending.put(None)
+        self._thread.join()
+        self._raise()
 
 
 def get_store() -> Store:
@@ -54,7 +89,10 @@ def train(run_id: int) -> str:
         return "skipped"  # cancelled while queued, finished, or running on a live worker
     sink = StoreSink(store, run_id)
     try:
-        outcome = training.run(spec, sink, device)
+        try:
+            outcome = training.run(spec, sink, device)
+        finally:
+            sink.close()  # every metric is in the database before the status changes
     except Exception as exc:
         log.exception("run %s failed", run_id)
         store.finish(run_id, "failed", f"{type(exc).__name__}: {exc}")
