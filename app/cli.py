@@ -141,7 +141,11 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"{entry.name}\n    {entry.description}\n    paper: {entry.paper}")
         for p in entry.params:
             bounds = p.describe_range()
-            print(f"    {p.name} = {p.default!r}" + (f"  ({bounds})" if bounds else "") + (f"  {p.help}" if p.help else ""))
+            print(
+                f"    {p.name} = {p.default!r}"
+                + (f"  ({bounds})" if bounds else "")
+                + (f"  {p.help}" if p.help else "")
+            )
     return 0
 
 

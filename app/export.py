@@ -80,4 +80,3 @@ def csv_bytes(store: Store, run_ids: Iterable[int]) -> bytes:
     buffer = io.StringIO()
     write_csv(store, run_ids, buffer)
     return buffer.getvalue().encode("utf-8")
-

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from itertools import pairwise
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,7 @@ def downsample_minmax(x: np.ndarray, y: np.ndarray, max_points: int) -> tuple[np
     edges = np.linspace(0, n, buckets + 1).astype(int)
     finite = np.where(np.isfinite(y), y, np.nan)
     keep = {0, n - 1}
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+    for lo, hi in pairwise(edges):
         chunk = finite[lo:hi]
         if hi > lo and not np.all(np.isnan(chunk)):
             keep.update((lo + int(np.nanargmin(chunk)), lo + int(np.nanargmax(chunk))))
@@ -43,7 +44,9 @@ def schedule_preview(
     for i, (name, (steps, lrs)) in enumerate(curves.items()):
         fig.add_trace(go.Scatter(x=list(steps), y=list(lrs), name=name, mode="lines", line={"color": PALETTE[i % 9]}))
     for name, (steps, lrs) in (logged or {}).items():
-        fig.add_trace(go.Scatter(x=list(steps), y=list(lrs), name=f"{name} (logged)", mode="markers", marker={"size": 4}))
+        fig.add_trace(
+            go.Scatter(x=list(steps), y=list(lrs), name=f"{name} (logged)", mode="markers", marker={"size": 4})
+        )
     fig.update_layout(
         xaxis_title="step", yaxis_title="learning rate", height=300, margin={"l": 10, "r": 10, "t": 30, "b": 10},
         legend={"orientation": "h", "y": 1.12}, title={"text": "Learning-rate schedule", "font": {"size": 14}},

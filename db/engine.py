@@ -31,9 +31,7 @@ def get_engine(url: str) -> Engine:
     @event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
-        cursor.execute(
-            "PRAGMA journal_mode=WAL"
-        )  # readers (the UI) never block the writer (a worker)
+        cursor.execute("PRAGMA journal_mode=WAL")  # readers (the UI) never block the writer (a worker)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")

@@ -121,9 +121,7 @@ class Store:
             row = s.get(Run, run_id)
             return _info(row) if row else None
 
-    def list_runs(
-        self, statuses: Sequence[str] | None = None, ids: Sequence[int] | None = None
-    ) -> list[RunInfo]:
+    def list_runs(self, statuses: Sequence[str] | None = None, ids: Sequence[int] | None = None) -> list[RunInfo]:
         """Newest first."""
         query = select(Run).order_by(Run.id.desc())
         if statuses:
@@ -133,9 +131,7 @@ class Store:
         with self.session() as s:
             return [_info(r) for r in s.scalars(query)]
 
-    def claim(
-        self, run_id: int, worker: str, device: str, stale_after: float
-    ) -> RunInfo | None:
+    def claim(self, run_id: int, worker: str, device: str, stale_after: float) -> RunInfo | None:
         """Mark a run running on `worker`, if it is queued or its previous worker went silent. Atomic."""
         now = time.time()
         with self.session() as s:
@@ -202,13 +198,7 @@ class Store:
         """Runs `running` whose worker has been silent for `stale_after` seconds become `failed`."""
         now = time.time()
         with self.session() as s:
-            lost = list(
-                s.scalars(
-                    select(Run.id).where(
-                        Run.status == "running", Run.heartbeat_at < now - stale_after
-                    )
-                )
-            )
+            lost = list(s.scalars(select(Run.id).where(Run.status == "running", Run.heartbeat_at < now - stale_after)))
             if lost:
                 s.execute(
                     update(Run)
@@ -230,10 +220,7 @@ class Store:
         """
         with self.engine.begin() as s:  # Core, not the ORM session: a plain executemany, ~3x faster
             if rows:
-                values = [
-                    {"run_id": run_id, "step": st, "metric": m, "value": _encode(v)}
-                    for st, m, v in rows
-                ]
+                values = [{"run_id": run_id, "step": st, "metric": m, "value": _encode(v)} for st, m, v in rows]
                 s.execute(self._upsert(), values)
             progress = max((st for st, _, _ in rows), default=0)
             s.execute(
@@ -241,9 +228,7 @@ class Store:
                 .where(Run.id == run_id)
                 .values(
                     heartbeat_at=time.time(),
-                    progress=case(
-                        (Run.progress > progress, Run.progress), else_=progress
-                    ),
+                    progress=case((Run.progress > progress, Run.progress), else_=progress),
                 )
             )
             return bool(s.scalar(select(Run.cancel_requested).where(Run.id == run_id)))
@@ -266,26 +251,15 @@ class Store:
 
         `after` maps run id → the last step the caller already holds; only newer rows come back.
         """
-        query = select(
-            MetricValue.run_id, MetricValue.step, MetricValue.metric, MetricValue.value
-        )
+        query = select(MetricValue.run_id, MetricValue.step, MetricValue.metric, MetricValue.value)
         if names:
             query = query.where(MetricValue.metric.in_(names))
-        clauses = [
-            and_(
-                MetricValue.run_id == rid, MetricValue.step > (after or {}).get(rid, 0)
-            )
-            for rid in run_ids
-        ]
+        clauses = [and_(MetricValue.run_id == rid, MetricValue.step > (after or {}).get(rid, 0)) for rid in run_ids]
         if not clauses:
             return pd.DataFrame({"run_id": [], "step": [], "metric": [], "value": []})
-        query = query.where(or_(*clauses)).order_by(
-            MetricValue.run_id, MetricValue.step
-        )
+        query = query.where(or_(*clauses)).order_by(MetricValue.run_id, MetricValue.step)
         with self.engine.connect() as conn:
-            frame = pd.DataFrame(
-                conn.execute(query).all(), columns=["run_id", "step", "metric", "value"]
-            )
+            frame = pd.DataFrame(conn.execute(query).all(), columns=["run_id", "step", "metric", "value"])
         frame["value"] = frame["value"].astype("float64")  # NULL (stored NaN) → NaN
         return frame
 
@@ -294,9 +268,7 @@ class Store:
         with self.engine.connect() as conn:
             return sorted(conn.scalars(query))
 
-    def summaries(
-        self, run_ids: Sequence[int], metric: str = "loss"
-    ) -> dict[int, dict[str, float]]:
+    def summaries(self, run_ids: Sequence[int], metric: str = "loss") -> dict[int, dict[str, float]]:
         """Per run: the metric's last value (`final`) and its minimum (`best`)."""
         if not run_ids:
             return {}
@@ -310,9 +282,7 @@ class Store:
             select(MetricValue.run_id, MetricValue.value)
             .join(
                 last,
-                and_(
-                    MetricValue.run_id == last.c.run_id, MetricValue.step == last.c.step
-                ),
+                and_(MetricValue.run_id == last.c.run_id, MetricValue.step == last.c.step),
             )
             .where(MetricValue.metric == metric)
         )

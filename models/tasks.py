@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 from workers.registry import Entry, Param, Registry
@@ -48,9 +49,7 @@ def _split_sizes(n: int) -> tuple[int, int]:
     return n - n_val, n_val
 
 
-def _split(
-    x: np.ndarray, y: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _split(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     import numpy as np
 
     n_train, _ = _split_sizes(len(x))
@@ -63,16 +62,14 @@ def _mlp(sizes: Sequence[int]) -> nn.Module:
     from torch import nn
 
     layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+    for i, (a, b) in enumerate(pairwise(sizes)):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2:
             layers.append(nn.ReLU())
     return nn.Sequential(*layers)
 
 
-def _classification(
-    x: np.ndarray, y: np.ndarray, seed: int, hidden: int, n_classes: int
-) -> Problem:
+def _classification(x: np.ndarray, y: np.ndarray, seed: int, hidden: int, n_classes: int) -> Problem:
     import torch
     from torch.nn import functional as F
 
@@ -109,9 +106,7 @@ def moons_mlp(seed: int, hidden: int, n_samples: int, noise: float) -> Problem:
     return _classification(x, y, seed, hidden, n_classes=2)
 
 
-def quadratic(
-    seed: int, dim: int, condition_number: float, n_samples: int, noise: float
-) -> Problem:
+def quadratic(seed: int, dim: int, condition_number: float, n_samples: int, noise: float) -> Problem:
     """Least squares whose Hessian has eigenvalues log-spaced in [1/κ, 1]: an ill-conditioned quadratic.
 
     x = z · diag(√λ) with z ~ N(0, I), so E[xᵀx]/n = diag(λ); the loss ½·mean((x·w − y)²) has Hessian ≈ diag(λ)
@@ -133,15 +128,11 @@ def quadratic(
         return 0.5 * torch.mean((pred - target) ** 2)
 
     t = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
-    return Problem(
-        model, t(x_tr), t(y_tr), t(x_va), t(y_va), half_mse, classification=False
-    )
+    return Problem(model, t(x_tr), t(y_tr), t(x_va), t(y_va), half_mse, classification=False)
 
 
 def _hidden(default: int) -> Param:
-    return Param(
-        "hidden", "int", default, "width of the two hidden layers", ge=1, le=4096
-    )
+    return Param("hidden", "int", default, "width of the two hidden layers", ge=1, le=4096)
 
 
 def _n_samples(default: int) -> Param:

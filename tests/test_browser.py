@@ -15,9 +15,11 @@ pytestmark = [pytest.mark.browser, pytest.mark.live_worker]
 
 # Plotly sends numpy data as base64 typed arrays; plotly.js keeps the decoded array in `_inputArray`.
 _XS = """const xs = t => !t.x ? [] : Array.isArray(t.x) ? t.x : (t.x._inputArray || []);
-    const traces = Array.from(document.querySelectorAll('.st-key-live-charts .js-plotly-plot')).flatMap(g => g.data || []);"""
+    const traces = Array.from(document.querySelectorAll('.st-key-live-charts .js-plotly-plot'))
+        .flatMap(g => g.data || []);"""
 POINTS_JS = f"() => {{ {_XS} return traces.reduce((n, t) => n + xs(t).length, 0); }}"
-LAST_STEP_JS = f"() => {{ {_XS} return Math.max(0, ...traces.map(t => {{ const x = xs(t); return x.length ? x[x.length - 1] : 0; }})); }}"
+_LAST = "t => { const x = xs(t); return x.length ? x[x.length - 1] : 0; }"
+LAST_STEP_JS = f"() => {{ {_XS} return Math.max(0, ...traces.map({_LAST})); }}"
 
 
 def set_number(page, label: str, value: str) -> None:  # type: ignore[no-untyped-def]

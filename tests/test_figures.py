@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pandas as pd
 
@@ -17,7 +19,7 @@ def test_downsample_keeps_every_buckets_min_and_max() -> None:
     assert len(xs) <= 202 and xs[0] == 0 and xs[-1] == 9_999
     assert 50.0 in ys and -50.0 in ys
     edges = np.linspace(0, 10_000, 101).astype(int)
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+    for lo, hi in pairwise(edges):
         inside = ys[(xs >= lo) & (xs < hi)]
         assert inside.max() == y[lo:hi].max() and inside.min() == y[lo:hi].min()
 

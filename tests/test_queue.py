@@ -144,5 +144,3 @@ def test_worker_warms_up_before_taking_runs(stack: Stack, worker) -> None:  # ty
     assert finished(stack, run_id) == "completed"
     step_times = stack.store.metrics([run_id], names=["step_time"]).value
     assert step_times.iloc[0] < 0.5, step_times.iloc[0]
-
-

@@ -5,8 +5,6 @@ from __future__ import annotations
 import math
 import time
 
-import pytest
-
 from db.store import Store
 
 SPEC = {"steps": 10, "task": {"name": "digits-mlp"}, "optimizer": {"name": "sgd", "lr": 0.1}}

@@ -18,10 +18,10 @@ def main(argv: list[str]) -> None:
 
     upgrade(get_settings().database_url)
     kind = "cuda" if torch.cuda.is_available() else "cpu"
-    app.worker_main(
-        ["worker", "--pool", "solo", "--concurrency", "1", "--queues", f"{kind},auto", "--hostname", f"optlab-{kind}-{os.getpid()}@%h"]
-        + ["--loglevel", "INFO", "--without-gossip", "--without-mingle", *argv]
-    )
+    options = {"--pool": "solo", "--concurrency": "1", "--queues": f"{kind},auto", "--loglevel": "INFO"}
+    options["--hostname"] = f"optlab-{kind}-{os.getpid()}@%h"
+    flags = [part for pair in options.items() for part in pair]
+    app.worker_main(["worker", *flags, "--without-gossip", "--without-mingle", *argv])
 
 
 if __name__ == "__main__":

@@ -24,9 +24,7 @@ def _sgd(
 ) -> Any:
     import torch
 
-    return torch.optim.SGD(
-        params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay
-    )
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
 
 
 def _adam(
@@ -39,9 +37,7 @@ def _adam(
 ) -> Any:
     import torch
 
-    return torch.optim.Adam(
-        params, lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay
-    )
+    return torch.optim.Adam(params, lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay)
 
 
 def _adamw(
@@ -54,9 +50,7 @@ def _adamw(
 ) -> Any:
     import torch
 
-    return torch.optim.AdamW(
-        params, lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay
-    )
+    return torch.optim.AdamW(params, lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay)
 
 
 def _adagrad(
@@ -94,9 +88,7 @@ def _wd(default: float, what: str) -> Param:
 
 _BETA1 = Param("beta1", "float", 0.9, "first-moment decay β1", ge=0.0, lt=1.0)
 _BETA2 = Param("beta2", "float", 0.999, "second-moment decay β2", ge=0.0, lt=1.0)
-_EPS = Param(
-    "eps", "float", 1e-8, "added to the denominator for stability", gt=0.0, log=True
-)
+_EPS = Param("eps", "float", 1e-8, "added to the denominator for stability", gt=0.0, log=True)
 
 
 def _check_sgd(hyper: dict[str, Any]) -> list[tuple[str, str]]:

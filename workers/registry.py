@@ -40,11 +40,7 @@ class Param:
             return bool
         if self.kind == "choice":
             return Literal[self.choices]  # type: ignore[valid-type]
-        bounds = {
-            k: getattr(self, k)
-            for k in ("gt", "ge", "lt", "le")
-            if getattr(self, k) is not None
-        }
+        bounds = {k: getattr(self, k) for k in ("gt", "ge", "lt", "le") if getattr(self, k) is not None}
         if self.kind == "int":
             return Annotated[int, Field(strict=False, **bounds)]
         return Annotated[float, Field(allow_inf_nan=False, **bounds)]
@@ -112,7 +108,7 @@ class Registry(Mapping[str, Entry]):
 
     def spec_models(self) -> list[type[BaseModel]]:
         """One frozen pydantic model per entry, tagged by `name`, for a discriminated union in the spec."""
-        models = []
+        models: list[type[BaseModel]] = []
         for entry in self._entries.values():
             fields: dict[str, Any] = {"name": (Literal[entry.name], ...)}  # type: ignore[valid-type]
             for p in entry.params:

@@ -17,9 +17,7 @@ def constant(step: int, total_steps: int, lr: float) -> float:
     return lr
 
 
-def step_decay(
-    step: int, total_steps: int, lr: float, step_size: int, gamma: float
-) -> float:
+def step_decay(step: int, total_steps: int, lr: float, step_size: int, gamma: float) -> float:
     """Multiply by `gamma` every `step_size` steps (torch's StepLR)."""
     return lr * gamma ** (step // step_size)
 
@@ -30,9 +28,7 @@ def cosine(step: int, total_steps: int, lr: float, min_lr: float) -> float:
     return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def warmup_cosine(
-    step: int, total_steps: int, lr: float, warmup_steps: int, min_lr: float
-) -> float:
+def warmup_cosine(step: int, total_steps: int, lr: float, warmup_steps: int, min_lr: float) -> float:
     """Linear warm-up to `lr` over `warmup_steps` steps, then cosine annealing to `min_lr`.
 
     The first step already uses lr/warmup_steps (a step at LR 0 would be wasted); step warmup_steps-1 uses lr.
@@ -56,9 +52,7 @@ def curve(
     return [t + 1 for t in taken], [fn(t, total_steps, lr, **params) for t in taken]
 
 
-_MIN_LR = Param(
-    "min_lr", "float", 0.0, "learning rate reached at the end of the run", ge=0.0
-)
+_MIN_LR = Param("min_lr", "float", 0.0, "learning rate reached at the end of the run", ge=0.0)
 _WARMUP = Param(
     "warmup_steps",
     "int",

@@ -19,20 +19,14 @@ class Settings(BaseSettings):
         "redis://127.0.0.1:6379/0",
         validation_alias=AliasChoices("REDIS_URL", "OPTLAB_REDIS_URL"),
     )
-    max_steps: int = Field(
-        100_000, ge=1, description="largest `steps` a run spec may ask for"
-    )
+    max_steps: int = Field(100_000, ge=1, description="largest `steps` a run spec may ask for")
     heartbeat_timeout_s: float = Field(
         30.0,
         gt=0,
         description="a running run whose worker has been silent this long is marked failed",
     )
-    flush_seconds: float = Field(
-        0.5, gt=0, description="metrics reach the database at least this often"
-    )
-    flush_steps: int = Field(
-        200, ge=1, description="... or every this many steps, whichever comes first"
-    )
+    flush_seconds: float = Field(0.5, gt=0, description="metrics reach the database at least this often")
+    flush_steps: int = Field(200, ge=1, description="... or every this many steps, whichever comes first")
 
 
 @lru_cache

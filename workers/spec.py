@@ -53,12 +53,8 @@ class RunSpec(BaseModel):
     )
     task: _union(TASKS)  # type: ignore[valid-type]
     optimizer: _union(OPTIMIZERS)  # type: ignore[valid-type]
-    schedule: _union(SCHEDULES) = Field(
-        default_factory=lambda: {"name": "constant"}, validate_default=True
-    )  # type: ignore[valid-type]
-    batch: _union(BATCH_POLICIES) = Field(
-        default_factory=lambda: {"name": "constant"}, validate_default=True
-    )  # type: ignore[valid-type]
+    schedule: _union(SCHEDULES) = Field(default_factory=lambda: {"name": "constant"}, validate_default=True)  # type: ignore[valid-type]
+    batch: _union(BATCH_POLICIES) = Field(default_factory=lambda: {"name": "constant"}, validate_default=True)  # type: ignore[valid-type]
     steps: int = Field(500, ge=1, description="optimizer steps")
     eval_every: int = Field(
         50,
@@ -66,9 +62,7 @@ class RunSpec(BaseModel):
         description="steps between validation passes (one also runs at the end)",
     )
     seed: int = Field(0, ge=0, description="seeds initialisation and batch order")
-    device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="auto uses CUDA when the worker has it"
-    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto uses CUDA when the worker has it")
 
     @model_validator(mode="before")
     @classmethod
@@ -81,9 +75,7 @@ class RunSpec(BaseModel):
             value = data.get(key)
             if isinstance(value, str):
                 data[key] = {"name": value}
-            elif (
-                isinstance(value, dict) and "name" not in value and key in DEFAULT_NAMES
-            ):
+            elif isinstance(value, dict) and "name" not in value and key in DEFAULT_NAMES:
                 data[key] = {"name": DEFAULT_NAMES[key], **value}
         return data
 
@@ -127,9 +119,7 @@ class RunSpec(BaseModel):
 
 
 def _fail(field: str, message: str) -> None:
-    raise PydanticCustomError(
-        "spec_field", "{message}", {"field": field, "message": message}
-    )
+    raise PydanticCustomError("spec_field", "{message}", {"field": field, "message": message})
 
 
 def params(component: BaseModel) -> dict[str, Any]:
@@ -203,16 +193,10 @@ def _readable(err: Any) -> FieldError:
     if kind == "extra_forbidden":
         if component is not None:
             known = ", ".join(p.name for p in component.params) or "none"
-            return FieldError(
-                field, f"unknown hyper-parameter for {component.name} (known: {known})"
-            )
+            return FieldError(field, f"unknown hyper-parameter for {component.name} (known: {known})")
         return FieldError(field, "unknown field")
     message = err["msg"]
-    if (
-        "input" in err
-        and kind not in ("missing",)
-        and not isinstance(err["input"], dict)
-    ):
+    if "input" in err and kind not in ("missing",) and not isinstance(err["input"], dict):
         message += f" (got {err['input']!r})"
     return FieldError(field, message)
 
@@ -220,13 +204,7 @@ def _readable(err: Any) -> FieldError:
 def parse_spec(data: Any) -> RunSpec:
     """Validate a dict (from YAML, JSON, the form or the database) into a RunSpec, or raise SpecError."""
     if not isinstance(data, dict):
-        raise SpecError(
-            [
-                FieldError(
-                    "spec", "expected a mapping of fields (name, task, optimizer, ...)"
-                )
-            ]
-        )
+        raise SpecError([FieldError("spec", "expected a mapping of fields (name, task, optimizer, ...)")])
     try:
         return RunSpec.model_validate(data)
     except ValidationError as exc:
@@ -239,7 +217,5 @@ def load_spec(text: str) -> RunSpec:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise SpecError(
-            [FieldError("spec", f"not valid YAML or JSON: {exc}")]
-        ) from None
+        raise SpecError([FieldError("spec", f"not valid YAML or JSON: {exc}")]) from None
     return parse_spec(data)

@@ -106,4 +106,6 @@ if launched:
 
 if last := st.session_state.get("last_launched"):
     side.success(f"Run #{last} queued.")
-    side.page_link("pages/live.py", label=f"Watch run #{last} live", icon=":material/monitoring:", query_params={"run": str(last)})
+    side.page_link(
+        "pages/live.py", label=f"Watch run #{last} live", icon=":material/monitoring:", query_params={"run": str(last)}
+    )

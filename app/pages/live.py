@@ -15,7 +15,11 @@ from app.ui import fmt_age, fmt_seconds, get_store, reap_lost_runs, run_label
 from db.store import ACTIVE, RunInfo, Store
 
 REFRESH_SECONDS = 1.0
-CHARTS = (("Loss", ("loss", "val_loss"), True), ("Gradient norm", ("grad_l2",), True), ("Learning rate", ("lr",), False))
+CHARTS = (
+    ("Loss", ("loss", "val_loss"), True),
+    ("Gradient norm", ("grad_l2",), True),
+    ("Learning rate", ("lr",), False),
+)
 
 store = get_store()
 reap_lost_runs(store)
@@ -72,7 +76,7 @@ labels = {r.id: run_label(r) for r in all_runs}
 requested = [int(x) for x in st.query_params.get_all("run") if x.isdigit() and int(x) in labels]
 default = requested or [r.id for r in all_runs if r.status in ACTIVE][:5] or [all_runs[0].id]
 st.subheader("Curves")
-watched = st.multiselect("Runs to watch", list(labels), default=default, format_func=labels.get, key="watched")
+watched = st.multiselect("Runs to watch", list(labels), default=default, format_func=labels.__getitem__, key="watched")
 
 
 @st.fragment(run_every=REFRESH_SECONDS)
@@ -82,7 +86,9 @@ def curves(run_ids: list[int]) -> None:
         return
     frame = fetch_new(store, run_ids)
     runs = {r.id: r for r in store.list_runs(ids=run_ids)}
-    status = " · ".join(f"{labels[i]}: **{runs[i].status}** ({runs[i].progress}/{runs[i].steps})" for i in run_ids if i in runs)
+    status = " · ".join(
+        f"{labels[i]}: **{runs[i].status}** ({runs[i].progress}/{runs[i].steps})" for i in run_ids if i in runs
+    )
     st.markdown(status)
     for run in runs.values():
         if run.error:

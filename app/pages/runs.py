@@ -77,7 +77,7 @@ st.dataframe(
 st.caption(f"{len(shown)} of {len(frame)} runs · tick rows in the table, or pick them here:")
 valid = [i for i in st.session_state.get("selected", []) if i in labels]
 st.session_state["selected"] = valid
-selected: list[int] = st.multiselect("Selected runs", list(labels), format_func=labels.get, key="selected")
+selected: list[int] = st.multiselect("Selected runs", list(labels), format_func=labels.__getitem__, key="selected")
 
 a1, a2, a3, a4, a5 = st.columns(5)
 if a1.button("Watch live", disabled=not selected, width="stretch"):

@@ -15,9 +15,7 @@ if not url:
     url = get_settings().database_url
 
 with get_engine(url).connect() as connection:
-    context.configure(
-        connection=connection, target_metadata=Base.metadata, render_as_batch=True
-    )
+    context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
     with context.begin_transaction():
         context.run_migrations()
     connection.commit()
