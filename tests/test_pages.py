@@ -141,3 +141,16 @@ def test_runs_page_table_filter_and_clone(stack: Stack) -> None:
 @pytest.mark.parametrize("page", ["pages/launch.py", "pages/live.py", "pages/runs.py"])
 def test_every_page_renders_without_error(stack: Stack, page: str) -> None:
     app(page)
+
+
+def test_runs_page_deletes_finished_runs_but_not_running_ones(stack: Stack) -> None:
+    spec = parse_spec({"task": "moons-mlp", "optimizer": "sgd", "steps": 10}).model_dump(mode="json")
+    done, busy = stack.store.create_run("done", spec), stack.store.create_run("busy", spec)
+    stack.store.claim(done, "w", "cpu", 30)
+    stack.store.finish(done, "completed")
+    stack.store.claim(busy, "w", "cpu", 30)
+    at = app("pages/runs.py")
+    at.multiselect(key="selected").select(done).select(busy).run()
+    assert any("cancel them first (#2)" in c.value for c in at.caption)
+    next(b for b in at.button if b.label == "Delete for good").click().run()
+    assert stack.store.get_run(done) is None and stack.store.get_run(busy) is not None

@@ -82,8 +82,9 @@ selected: list[int] = st.multiselect("Selected runs", list(labels), format_func=
 a1, a2, a3, a4, a5 = st.columns(5)
 if a1.button("Watch live", disabled=not selected, width="stretch"):
     st.switch_page("pages/live.py", query_params={"run": [str(i) for i in selected]})
-if a2.button("Cancel", disabled=not any(r.status in ACTIVE for r in runs if r.id in selected), width="stretch"):
-    for run_id in selected:
+active = [r.id for r in runs if r.id in selected and r.status in ACTIVE]
+if a2.button("Cancel", disabled=not active, width="stretch"):
+    for run_id in active:
         store.request_cancel(run_id)
     st.rerun()
 if a3.button("Clone", disabled=len(selected) != 1, width="stretch", help="open Launch with this run's spec"):
@@ -97,8 +98,11 @@ a4.download_button(
     width="stretch",
 )
 with a5.popover("Delete", disabled=not selected, width="stretch"):
-    st.write(f"Delete {len(selected)} run(s) and all their metrics? This cannot be undone.")
-    if st.button("Delete for good", type="primary"):
-        store.delete_runs(selected)
+    doomed = [i for i in selected if i not in active]
+    if active:
+        st.caption(f"Queued or running runs are not deleted: cancel them first ({', '.join(f'#{i}' for i in active)}).")
+    st.write(f"Delete {len(doomed)} run(s) and all their metrics? This cannot be undone.")
+    if st.button("Delete for good", type="primary", disabled=not doomed):
+        store.delete_runs(doomed)
         st.session_state.pop("selected", None)
         st.rerun()
