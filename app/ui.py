@@ -48,18 +48,27 @@ def fmt_age(timestamp: float) -> str:
     return fmt_seconds(time.time() - timestamp) + " ago"
 
 
+def widget_value(param: Param, value: Any) -> Any:
+    """A spec value as its widget holds it (number inputs are strict about int vs float)."""
+    if param.kind == "floats":
+        return ", ".join(f"{v:g}" for v in value) if isinstance(value, list | tuple) else str(value)
+    return {"float": float, "int": int}.get(param.kind, lambda v: v)(value)
+
+
 def param_input(param: Param, key: str, initial: Any) -> Any:
     """One widget for one hyper-parameter. No bounds on the widget: the spec validates and names the field."""
     label = param.name
     help_text = " · ".join(part for part in (param.help, param.describe_range()) if part) or None
     if key not in st.session_state:
-        st.session_state[key] = {"float": float, "int": int}.get(param.kind, lambda v: v)(initial)
+        st.session_state[key] = widget_value(param, initial)
     if param.kind == "bool":
         return st.checkbox(label, key=key, help=help_text)
     if param.kind == "choice":
         return st.selectbox(label, param.choices, key=key, help=help_text)
     if param.kind == "int":
         return st.number_input(label, step=1, key=key, help=help_text)
+    if param.kind == "floats":
+        return st.text_input(label, key=key, help=f"comma-separated · {help_text}")
     return st.number_input(label, format="%g", step=None, key=key, help=help_text)
 
 

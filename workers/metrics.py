@@ -34,6 +34,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("samples_seen", "samples seen", "training examples drawn so far, this step included"),
     Metric("step_time", "step time (s)", "host seconds spent on this step"),
     Metric("wall_time", "wall time (s)", "seconds since the run started training"),
+    Metric("optimizer_state_bytes", "optimizer state (bytes)", "memory of the optimizer's state tensors"),
     Metric("val_loss", "validation loss", "loss on the whole validation set (every eval_every steps and at the end)"),
     Metric("val_accuracy", "validation accuracy", "accuracy on the validation set (classification tasks)"),
 )
@@ -49,10 +50,11 @@ class FlatParams:
 
     Autograd accumulates into an existing `.grad` in place (this is what DDP's gradient_as_bucket_view relies
     on), so as long as gradients are zeroed with `zero_grad()` here rather than set to None, every backward
-    writes straight into `self.grad`.
+    writes straight into `self.grad`. With `flat_grads=False` (optimizers that need the backward graph, such
+    as AdaHessian, whose `.grad` must stay connected to it) gradients are left alone and reduced per tensor.
     """
 
-    def __init__(self, params: Sequence[torch.nn.Parameter]) -> None:
+    def __init__(self, params: Sequence[torch.nn.Parameter], flat_grads: bool = True) -> None:
         self.params = [p for p in params if p.requires_grad]
         first = self.params[0]
         self.numel = sum(p.numel() for p in self.params)
@@ -67,14 +69,33 @@ class FlatParams:
             p.grad = self.grad[offset : offset + n].view_as(p)
             offset += n
         self.sqrt_d = math.sqrt(self.numel)
+        self.flat_grads = flat_grads
+        if not flat_grads:
+            for p in self.params:
+                p.grad = None
+        self._pointers = [p.data_ptr() for p in self.params]
 
     def zero_grad(self) -> None:
-        self.grad.zero_()
+        if self.flat_grads:
+            self.grad.zero_()
+        else:
+            for p in self.params:
+                p.grad = None
 
     @torch.no_grad()
     def grad_norms(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(‖g‖₂, ‖g‖₁) of the whole gradient, as 0-d tensors on the device."""
-        return torch.linalg.vector_norm(self.grad), torch.linalg.vector_norm(self.grad, 1)
+        if self.flat_grads:
+            return torch.linalg.vector_norm(self.grad), torch.linalg.vector_norm(self.grad, 1)
+        grads = [p.grad.detach() for p in self.params if p.grad is not None]
+        l2 = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        return l2, torch.stack(torch._foreach_norm(grads, 1)).sum()
+
+    def check_intact(self) -> None:
+        """An optimizer that re-allocates parameters (instead of updating them in place) would silently stop
+        training the flat buffer's copy: refuse it loudly."""
+        if [p.data_ptr() for p in self.params] != self._pointers:
+            raise RuntimeError("the optimizer replaced parameter storage instead of updating it in place")
 
     @torch.no_grad()
     def remember(self) -> None:

@@ -71,6 +71,90 @@ def _adagrad(
     )
 
 
+def _rmsprop(
+    params: Iterable[torch.Tensor], lr: float, alpha: float, eps: float, momentum: float, weight_decay: float
+) -> Any:
+    import torch
+
+    return torch.optim.RMSprop(params, lr=lr, alpha=alpha, eps=eps, momentum=momentum, weight_decay=weight_decay)
+
+
+def _adagrad_norm(params: Iterable[torch.Tensor], lr: float, b0: float) -> Any:
+    from workers.custom_optimizers import AdaGradNorm
+
+    return AdaGradNorm(params, lr=lr, b0=b0)
+
+
+def _signsgd(params: Iterable[torch.Tensor], lr: float, momentum: float, weight_decay: float) -> Any:
+    import pytorch_optimizer as po
+
+    return po.SignSGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, weight_decouple=True)
+
+
+def _lion(params: Iterable[torch.Tensor], lr: float, beta1: float, beta2: float, weight_decay: float) -> Any:
+    import pytorch_optimizer as po
+
+    return po.Lion(params, lr=lr, betas=(beta1, beta2), weight_decay=weight_decay, weight_decouple=True)
+
+
+def _adabelief(
+    params: Iterable[torch.Tensor], lr: float, beta1: float, beta2: float, eps: float, weight_decay: float
+) -> Any:
+    import pytorch_optimizer as po
+
+    return po.AdaBelief(params, lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay, weight_decouple=True)
+
+
+def _lamb(
+    params: Iterable[torch.Tensor], lr: float, beta1: float, beta2: float, eps: float, weight_decay: float
+) -> Any:
+    import pytorch_optimizer as po
+
+    return po.Lamb(params, lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay, weight_decouple=True)
+
+
+def _lars(
+    params: Iterable[torch.Tensor], lr: float, momentum: float, trust_coefficient: float, weight_decay: float
+) -> Any:
+    import pytorch_optimizer as po
+
+    return po.LARS(params, lr=lr, momentum=momentum, trust_coefficient=trust_coefficient, weight_decay=weight_decay)
+
+
+def _muon(
+    params: Iterable[torch.Tensor], lr: float, momentum: float, nesterov: bool, weight_decay: float,
+    adjust_lr: str, adamw_lr: float, adamw_weight_decay: float,
+) -> Any:  # fmt: skip
+    from workers.custom_optimizers import muon_with_adamw
+
+    return muon_with_adamw(
+        list(params), lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
+        adjust_lr=adjust_lr, adamw_lr=adamw_lr, adamw_weight_decay=adamw_weight_decay,
+    )  # fmt: skip
+
+
+def _schedulefree_adamw(
+    params: Iterable[torch.Tensor], lr: float, beta1: float, beta2: float, eps: float, weight_decay: float,
+    warmup_steps: int,
+) -> Any:  # fmt: skip
+    import pytorch_optimizer as po
+
+    return po.ScheduleFreeAdamW(
+        params, lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay, warmup_steps=warmup_steps
+    )
+
+
+def _adahessian(
+    params: Iterable[torch.Tensor], lr: float, beta1: float, beta2: float, eps: float, weight_decay: float,
+    hessian_power: float,
+) -> Any:  # fmt: skip
+    import pytorch_optimizer as po
+
+    return po.AdaHessian(
+        params, lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay, hessian_power=hessian_power
+    )
+
+
 def _lr(default: float) -> Param:
     return Param(
         "lr",
@@ -164,6 +248,142 @@ _ENTRIES: Sequence[Entry] = [
             ),
         ),
         _adagrad,
+    ),
+    Entry(
+        "adagrad-norm",
+        "AdaGrad-Norm: one scalar step size for all parameters, η / √(b0² + Σ‖g‖²). Robust to the choice of η.",
+        "Ward, Wu & Bottou, AdaGrad stepsizes, JMLR 2020, arXiv:1806.01811",
+        (_lr(1.0), Param("b0", "float", 0.01, "initial accumulator b0 (> 0)", gt=0.0, log=True)),
+        _adagrad_norm,
+    ),
+    Entry(
+        "rmsprop",
+        "RMSprop: steps divided by the root of an exponential average of squared gradients.",
+        "Tieleman & Hinton, Coursera lecture 6.5, 2012",
+        (
+            _lr(1e-3),
+            Param("alpha", "float", 0.99, "decay of the squared-gradient average", ge=0.0, lt=1.0),
+            _EPS,
+            Param("momentum", "float", 0.0, "momentum factor", ge=0.0, lt=1.0),
+            _wd(0.0, "L2 penalty added to the gradient"),
+        ),
+        _rmsprop,
+    ),
+    Entry(
+        "signsgd",
+        "signSGD / Signum: step by the sign of the (momentum-averaged) gradient; momentum 0 is plain signSGD.",
+        "Bernstein et al., signSGD, ICML 2018, arXiv:1802.04434",
+        (
+            _lr(1e-3),
+            Param("momentum", "float", 0.9, "β of the gradient average (0 = signSGD, 0.9 = Signum)", ge=0.0, lt=1.0),
+            _wd(0.0, "decoupled weight decay"),
+        ),
+        _signsgd,
+    ),
+    Entry(
+        "lion",
+        "LION: the sign of an interpolation of momentum and gradient; use an LR 3–10× smaller than AdamW's and "
+        "a weight decay 3–10× larger.",
+        "Chen et al., Symbolic Discovery of Optimization Algorithms, NeurIPS 2023, arXiv:2302.06675",
+        (
+            _lr(1e-4),
+            Param("beta1", "float", 0.9, "interpolation for the update", ge=0.0, lt=1.0),
+            Param("beta2", "float", 0.99, "momentum decay", ge=0.0, lt=1.0),
+            _wd(0.0, "decoupled weight decay λ"),
+        ),
+        _lion,
+    ),
+    Entry(
+        "adabelief",
+        "AdaBelief: Adam whose denominator tracks the variance of the gradient around its average (the belief).",
+        "Zhuang et al., AdaBelief, NeurIPS 2020, arXiv:2010.07468",
+        (
+            _lr(1e-3),
+            _BETA1,
+            _BETA2,
+            Param("eps", "float", 1e-16, "added inside the belief average", gt=0.0, log=True),
+            _wd(0.0, "decoupled weight decay"),
+        ),
+        _adabelief,
+    ),
+    Entry(
+        "lamb",
+        "LAMB: Adam's step rescaled per layer by the trust ratio ‖θ‖/‖update‖, for large batches.",
+        "You et al., Large Batch Optimization for Deep Learning, ICLR 2020, arXiv:1904.00962",
+        (
+            _lr(1e-3),
+            _BETA1,
+            _BETA2,
+            Param("eps", "float", 1e-6, "denominator stability", gt=0.0, log=True),
+            _wd(0.01, "decoupled weight decay"),
+        ),
+        _lamb,
+    ),
+    Entry(
+        "lars",
+        "LARS: momentum SGD with a per-layer trust ratio γ‖θ‖/(‖g‖ + λ‖θ‖) on weight matrices.",
+        "You, Gitman & Ginsburg, Large Batch Training of CNNs, arXiv:1708.03888",
+        (
+            _lr(1.0),
+            Param("momentum", "float", 0.9, "momentum factor", ge=0.0, lt=1.0),
+            Param("trust_coefficient", "float", 1e-3, "γ, the trust coefficient", gt=0.0, log=True),
+            _wd(0.0, "L2 penalty inside the trust ratio"),
+        ),
+        _lars,
+    ),
+    Entry(
+        "muon",
+        "Muon: momentum orthogonalised by Newton–Schulz on 2-D hidden weight matrices; the rest (biases, the "
+        "output layer) on AdamW. One entry, two optimizers, one schedule.",
+        "Jordan, Muon (blog, 2024); Liu et al., Muon is Scalable for LLM Training, arXiv:2502.16982",
+        (
+            Param("lr", "float", 0.02, "Muon's peak learning rate (the schedule scales both)", gt=0.0, log=True),
+            Param("momentum", "float", 0.95, "momentum μ", ge=0.0, lt=1.0),
+            Param("nesterov", "bool", True, "Nesterov momentum"),
+            _wd(0.0, "Muon's decoupled weight decay"),
+            Param(
+                "adjust_lr",
+                "choice",
+                "original",
+                "shape scale: original √max(1, A/B), or match_rms_adamw 0.2√max(A, B)",
+                choices=("original", "match_rms_adamw"),
+            ),
+            Param("adamw_lr", "float", 3e-4, "peak LR of the AdamW part", gt=0.0, log=True),
+            Param("adamw_weight_decay", "float", 0.0, "weight decay of the AdamW part", ge=0.0),
+        ),
+        _muon,
+    ),
+    Entry(
+        "schedulefree-adamw",
+        "Schedule-Free AdamW: no decay schedule needed; averages iterates instead. The loop switches the "
+        "optimizer to eval mode (the averaged weights) for validation.",
+        "Defazio et al., The Road Less Scheduled, NeurIPS 2024, arXiv:2405.15682",
+        (
+            _lr(2.5e-3),
+            _BETA1,
+            _BETA2,
+            _EPS,
+            _wd(0.0, "decoupled weight decay"),
+            Param("warmup_steps", "int", 0, "the optimizer's own linear warm-up", ge=0),
+        ),
+        _schedulefree_adamw,
+        {"train_eval": True},
+    ),
+    Entry(
+        "adahessian",
+        "AdaHessian: Adam whose second moment is the Hutchinson estimate of the Hessian diagonal (one "
+        "Hessian-vector product per step: the loop keeps the backward graph).",
+        "Yao et al., ADAHESSIAN, AAAI 2021, arXiv:2006.00719",
+        (
+            _lr(0.15),
+            _BETA1,
+            _BETA2,
+            Param("eps", "float", 1e-4, "denominator stability", gt=0.0, log=True),
+            _wd(0.0, "decoupled weight decay"),
+            Param("hessian_power", "float", 1.0, "k in (D̄²)^(k/2)", gt=0.0, le=1.0),
+        ),
+        _adahessian,
+        {"create_graph": True},
     ),
 ]
 

@@ -11,9 +11,16 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
-ParamKind = Literal["float", "int", "bool", "choice"]
+ParamKind = Literal["float", "int", "bool", "choice", "floats"]  # floats: a list, e.g. milestones
+
+
+def _split_numbers(value: Any) -> Any:
+    """`"0.5, 0.75"` (a form field or the CLI) means `[0.5, 0.75]`."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,9 @@ class Param:
         if self.kind == "choice":
             return Literal[self.choices]  # type: ignore[valid-type]
         bounds = {k: getattr(self, k) for k in ("gt", "ge", "lt", "le") if getattr(self, k) is not None}
+        if self.kind == "floats":
+            item = Annotated[float, Field(allow_inf_nan=False, **bounds)]
+            return Annotated[tuple[item, ...], BeforeValidator(_split_numbers), Field(min_length=1)]
         if self.kind == "int":
             return Annotated[int, Field(strict=False, **bounds)]
         return Annotated[float, Field(allow_inf_nan=False, **bounds)]

@@ -3,14 +3,21 @@
 `lr_at(step, total_steps, lr, **params)` is the learning rate used for step `step` (0-based) of a run of
 `total_steps` steps whose peak learning rate is `lr`. The worker calls these before every step, and the
 Launch page's preview calls the very same functions, so what you see is what the run does.
+
+Most schedules take `warmup_steps` (default 0): a linear warm-up from lr/warmup_steps to lr, after which the
+schedule runs over the remaining steps as if they were the whole run.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import wraps
+from typing import Any
 
 from workers.registry import Entry, Param, Registry
+
+Schedule = Callable[..., float]
 
 
 def constant(step: int, total_steps: int, lr: float) -> float:
@@ -22,10 +29,89 @@ def step_decay(step: int, total_steps: int, lr: float, step_size: int, gamma: fl
     return lr * gamma ** (step // step_size)
 
 
+def multistep(step: int, total_steps: int, lr: float, milestones: Sequence[float], gamma: float) -> float:
+    """Multiply by `gamma` at each milestone, given as fractions of the run (torch's MultiStepLR)."""
+    passed = sum(step >= round(m * total_steps) for m in milestones)
+    return lr * gamma**passed
+
+
+def exponential(step: int, total_steps: int, lr: float, gamma: float) -> float:
+    """lr · γ^t (torch's ExponentialLR)."""
+    return lr * gamma**step
+
+
 def cosine(step: int, total_steps: int, lr: float, min_lr: float) -> float:
     """Cosine annealing from `lr` to `min_lr` over the run (torch's CosineAnnealingLR with T_max = steps)."""
     progress = step / total_steps
     return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def warmup_stable_decay(
+    step: int, total_steps: int, lr: float, decay_fraction: float, cooldown: str, min_lr: float
+) -> float:
+    """Hold the peak, then cool down over the last `decay_fraction` of the run: linear, cosine or 1 − √p."""
+    decay_steps = max(1, round(decay_fraction * total_steps))
+    start = total_steps - decay_steps
+    if step < start:
+        return lr
+    p = (step - start) / decay_steps
+    shape = {"linear": 1 - p, "cosine": 0.5 * (1 + math.cos(math.pi * p)), "1-sqrt": 1 - math.sqrt(p)}[cooldown]
+    return min_lr + (lr - min_lr) * shape
+
+
+def one_cycle(
+    step: int, total_steps: int, lr: float, pct_start: float, div_factor: float, final_div_factor: float
+) -> float:
+    """torch's OneCycleLR (two phases, cosine annealing): lr/div → lr over pct_start, then → lr/div/final_div."""
+    initial = lr / div_factor
+    final = initial / final_div_factor
+    peak_step = float(pct_start * total_steps) - 1
+    if step <= peak_step:
+        start, end, pct = initial, lr, step / peak_step
+    else:
+        start, end, pct = lr, final, (step - peak_step) / (total_steps - 1 - peak_step)
+    return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
+
+
+def inverse_sqrt(step: int, total_steps: int, lr: float, warmup_steps: int) -> float:
+    """Linear warm-up, then lr·√(warmup/t) (Vaswani et al.), with t = step + 1."""
+    t = step + 1
+    return lr * min(t / warmup_steps, math.sqrt(warmup_steps / t))
+
+
+def polynomial(step: int, total_steps: int, lr: float, power: float, min_lr: float) -> float:
+    """min_lr + (lr − min_lr)(1 − t/T)^power (torch's PolynomialLR when min_lr = 0)."""
+    return min_lr + (lr - min_lr) * (1 - step / total_steps) ** power
+
+
+def cyclic(step: int, total_steps: int, lr: float, min_lr: float, step_size_up: int, mode: str) -> float:
+    """Triangular cycles between min_lr and lr (torch's CyclicLR); triangular2 halves each cycle's height."""
+    cycle = math.floor(1 + step / (2 * step_size_up))
+    x = abs(step / step_size_up - 2 * cycle + 1)
+    height = (lr - min_lr) * max(0.0, 1 - x)
+    return min_lr + height * (1.0 if mode == "triangular" else 1 / 2 ** (cycle - 1))
+
+
+def uba(step: int, total_steps: int, lr: float, phi: float, min_lr: float) -> float:
+    """UBA, in the form ALGORITHMS.md §1 found in third-party code (UNVERIFIED against the paper).
+
+    u = 1 + cos(πτ), η = min + (max − min)·2u / (2φ + (2 − φ)u). φ = 2 is cosine annealing; φ < 2 decays
+    later, φ > 2 earlier; φ = 2·lr/min_lr gives the Chebyshev step sizes of gradient descent on a quadratic.
+    """
+    u = 1 + math.cos(math.pi * step / total_steps)
+    return min_lr + (lr - min_lr) * 2 * u / (2 * phi + (2 - phi) * u)
+
+
+def with_warmup(fn: Schedule) -> Schedule:
+    """Precede `fn` by a linear warm-up of `warmup_steps` steps; `fn` then runs over the remaining steps."""
+
+    @wraps(fn)
+    def scheduled(step: int, total_steps: int, lr: float, warmup_steps: int = 0, **params: Any) -> float:
+        if step < warmup_steps:
+            return lr * (step + 1) / warmup_steps
+        return fn(step - warmup_steps, total_steps - warmup_steps, lr, **params)
+
+    return scheduled
 
 
 def warmup_cosine(step: int, total_steps: int, lr: float, warmup_steps: int, min_lr: float) -> float:
@@ -33,13 +119,11 @@ def warmup_cosine(step: int, total_steps: int, lr: float, warmup_steps: int, min
 
     The first step already uses lr/warmup_steps (a step at LR 0 would be wasted); step warmup_steps-1 uses lr.
     """
-    if step < warmup_steps:
-        return lr * (step + 1) / warmup_steps
-    return cosine(step - warmup_steps, total_steps - warmup_steps, lr, min_lr)
+    return with_warmup(cosine)(step, total_steps, lr, warmup_steps=warmup_steps, min_lr=min_lr)
 
 
 def curve(
-    name: str, total_steps: int, lr: float, params: dict[str, float], points: int | None = None
+    name: str, total_steps: int, lr: float, params: dict[str, Any], points: int | None = None
 ) -> tuple[list[int], list[float]]:
     """The schedule as (logged step, LR) pairs: what the preview draws and what the worker will log.
 
@@ -53,27 +137,39 @@ def curve(
 
 
 _MIN_LR = Param("min_lr", "float", 0.0, "learning rate reached at the end of the run", ge=0.0)
-_WARMUP = Param(
-    "warmup_steps",
-    "int",
-    25,
-    "steps of linear warm-up from lr/warmup_steps to lr",
-    ge=1,
-)
+_WARMUP = Param("warmup_steps", "int", 0, "steps of linear warm-up before the schedule (0 = none)", ge=0)
+_GAMMA = Param("gamma", "float", 0.1, "decay factor", gt=0.0, le=1.0)
+
+
+def _entry(name: str, description: str, paper: str, params: tuple[Param, ...], fn: Schedule) -> Entry:
+    """A schedule that can be preceded by a linear warm-up (the `warmup_steps` parameter)."""
+    return Entry(name, description, paper, (*params, _WARMUP), with_warmup(fn))
+
 
 _ENTRIES: Sequence[Entry] = [
-    Entry("constant", "The same learning rate at every step.", "—", (), constant),
-    Entry(
+    _entry("constant", "The same learning rate at every step.", "—", (), constant),
+    _entry(
         "step",
         "Multiply the learning rate by gamma every step_size steps.",
         "He et al., Deep Residual Learning, CVPR 2016 (step decay)",
-        (
-            Param("step_size", "int", 100, "steps between decays", ge=1),
-            Param("gamma", "float", 0.1, "decay factor", gt=0.0, le=1.0),
-        ),
+        (Param("step_size", "int", 100, "steps between decays", ge=1), _GAMMA),
         step_decay,
     ),
-    Entry(
+    _entry(
+        "multistep",
+        "Multiply the learning rate by gamma at each milestone (fractions of the run, e.g. 0.5, 0.75).",
+        "Goyal et al., arXiv:1706.02677 (decay at fixed epochs)",
+        (Param("milestones", "floats", (0.5, 0.75), "fractions of the run where the LR drops", gt=0.0, lt=1.0), _GAMMA),
+        multistep,
+    ),
+    _entry(
+        "exponential",
+        "Multiply the learning rate by gamma every step.",
+        "—",
+        (Param("gamma", "float", 0.995, "per-step decay factor", gt=0.0, le=1.0),),
+        exponential,
+    ),
+    _entry(
         "cosine",
         "Half a cosine from the peak learning rate down to min_lr at the end of the run.",
         "Loshchilov & Hutter, SGDR, ICLR 2017, arXiv:1608.03983",
@@ -84,8 +180,65 @@ _ENTRIES: Sequence[Entry] = [
         "warmup-cosine",
         "Linear warm-up to the peak learning rate, then cosine annealing to min_lr.",
         "Goyal et al., arXiv:1706.02677 (warm-up); Loshchilov & Hutter, arXiv:1608.03983 (cosine)",
-        (_WARMUP, _MIN_LR),
+        (Param("warmup_steps", "int", 25, "steps of linear warm-up from lr/warmup_steps to lr", ge=1), _MIN_LR),
         warmup_cosine,
+    ),
+    _entry(
+        "wsd",
+        "Warmup-stable-decay: hold the peak, then cool down over the last decay_fraction of the run "
+        "(linear, cosine, or 1 − √p).",
+        "Hu et al., MiniCPM, arXiv:2404.06395; Hägele et al., arXiv:2405.18392 (1 − √p cool-down)",
+        (
+            Param("decay_fraction", "float", 0.2, "fraction of the run spent cooling down", gt=0.0, le=1.0),
+            Param("cooldown", "choice", "1-sqrt", "shape of the cool-down", choices=("linear", "cosine", "1-sqrt")),
+            _MIN_LR,
+        ),
+        warmup_stable_decay,
+    ),
+    Entry(
+        "one-cycle",
+        "Rise from lr/div_factor to lr over pct_start of the run, then anneal to lr/div_factor/final_div_factor "
+        "(cosine phases, as torch's OneCycleLR).",
+        "Smith & Topin, Super-Convergence, arXiv:1708.07120",
+        (
+            Param("pct_start", "float", 0.3, "fraction of the run spent rising", gt=0.0, lt=1.0),
+            Param("div_factor", "float", 25.0, "initial lr = lr / div_factor", gt=0.0),
+            Param("final_div_factor", "float", 1e4, "final lr = initial lr / final_div_factor", gt=0.0, log=True),
+        ),
+        one_cycle,
+    ),
+    Entry(
+        "inverse-sqrt",
+        "Linear warm-up, then decay as 1/√step: the original Transformer schedule.",
+        "Vaswani et al., Attention Is All You Need, NeurIPS 2017",
+        (Param("warmup_steps", "int", 100, "steps until the peak", ge=1),),
+        inverse_sqrt,
+    ),
+    _entry(
+        "polynomial",
+        "Decay as (1 − t/T)^power to min_lr: power 1 is linear decay.",
+        "—",
+        (Param("power", "float", 1.0, "exponent of the decay", gt=0.0), _MIN_LR),
+        polynomial,
+    ),
+    _entry(
+        "cyclic",
+        "Triangular cycles between min_lr and the peak; triangular2 halves the height every cycle.",
+        "Smith, Cyclical Learning Rates, WACV 2017, arXiv:1506.01186",
+        (
+            Param("min_lr", "float", 1e-4, "bottom of each cycle", ge=0.0),
+            Param("step_size_up", "int", 100, "steps from bottom to top (half a cycle)", ge=1),
+            Param("mode", "choice", "triangular", "cycle shape", choices=("triangular", "triangular2")),
+        ),
+        cyclic,
+    ),
+    _entry(
+        "uba",
+        "UBA (unverified form): a budget-aware decay with one knob φ; φ = 2 is cosine, φ < 2 decays later, "
+        "φ > 2 earlier. Formula from third-party code, not yet checked against the paper (ALGORITHMS.md §1).",
+        "Tang et al., Unified Budget-Aware schedule, NeurIPS 2025, arXiv:2505.24452",
+        (Param("phi", "float", 2.0, "shape: 2 = cosine; larger decays earlier", gt=0.0), _MIN_LR),
+        uba,
     ),
 ]
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 
@@ -106,6 +107,16 @@ def evaluate(problem: Problem) -> dict[str, torch.Tensor]:
     return result
 
 
+def optimizer_state_bytes(optimizer: object) -> int:
+    """Bytes of every tensor the optimizer keeps between steps (moments, momentum buffers, accumulators)."""
+    total = 0
+    for state in getattr(optimizer, "state", {}).values():
+        for value in state.values():
+            if isinstance(value, torch.Tensor):
+                total += value.numel() * value.element_size()
+    return total
+
+
 def build(spec: RunSpec, device: torch.device) -> tuple[Problem, torch.optim.Optimizer]:
     problem = TASKS[spec.task.name].build(seed=spec.seed, **params(spec.task)).to(device)
     optimizer = OPTIMIZERS[spec.optimizer.name].build(problem.model.parameters(), **params(spec.optimizer))
@@ -119,21 +130,28 @@ def run(spec: RunSpec, sink: Sink, device: torch.device | None = None) -> Outcom
     settings = get_settings()
     device = device or resolve_device(spec.device)
     problem, optimizer = build(spec, device)
-    flat = FlatParams(list(problem.model.parameters()))
+    entry = OPTIMIZERS[spec.optimizer.name]
+    create_graph = bool(entry.extra.get("create_graph"))  # Hessian-vector products need the backward graph
+    flat = FlatParams(list(problem.model.parameters()), flat_grads=not create_graph)
+    # Schedule-free optimizers hold two points: train() to step at y, eval() to evaluate the average x.
+    modes: Any = optimizer if entry.extra.get("train_eval") else None
     batches = Batches(problem, spec.seed)
     policy = BATCH_POLICIES[spec.batch.name].build(**params(spec.batch))
     schedule = SCHEDULES[spec.schedule.name].build
     schedule_params = params(spec.schedule)
     base_lr = spec.optimizer.lr
+    peaks = [group["lr"] for group in optimizer.param_groups]  # each group follows the schedule from its own peak
+    state_bytes = 0.0
 
     device_rows: list[torch.Tensor] = []  # one (len(DEVICE_COLUMNS),) tensor per step, still on the device
-    host_rows: list[tuple[int, float, int, int, float, float]] = []  # step, lr, batch, seen, step_time, wall
+    host_rows: list[tuple[int, float, int, int, float, float, float]] = []  # step lr batch seen times state
     eval_rows: list[tuple[int, dict[str, torch.Tensor]]] = []
     samples_seen = 0
     start = last_flush = time.perf_counter()
 
     def flush() -> Outcome | None:
         nonlocal device_rows, host_rows, eval_rows, last_flush
+        flat.check_intact()
         rows, diverged_at = _to_host(device_rows, host_rows, eval_rows, flat.sqrt_d)
         device_rows, host_rows, eval_rows = [], [], []
         last_flush = time.perf_counter()
@@ -146,30 +164,43 @@ def run(spec: RunSpec, sink: Sink, device: torch.device | None = None) -> Outcom
         return None
 
     problem.model.train()
+    if modes:
+        modes.train()
     step = 0
     for t in range(spec.steps):
         step = t + 1
         tic = time.perf_counter()
         lr = schedule(t, spec.steps, base_lr, **schedule_params)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        for group, peak in zip(optimizer.param_groups, peaks, strict=True):
+            group["lr"] = peak * lr / base_lr
         size = policy.size_at(t)
         x, y = batches.next(size)
         samples_seen += size
 
         flat.zero_grad()
         loss = problem.loss_fn(problem.model(x), y)
-        loss.backward()
+        if create_graph:
+            with warnings.catch_warnings():  # the cycle it warns about is broken by zero_grad() setting None
+                warnings.filterwarnings("ignore", message="Using backward\\(\\) with create_graph=True")
+                loss.backward(create_graph=True)
+        else:
+            loss.backward()
         grad_l2, grad_l1 = flat.grad_norms()
         flat.remember()
         optimizer.step()
         update_l2, param_l2 = flat.update_and_param_norms()
         device_rows.append(torch.stack([loss.detach(), grad_l2, grad_l1, update_l2, param_l2]))
 
+        if step == 1 or len(device_rows) == 1:  # after the first step, then once per flush: state can change size
+            state_bytes = float(optimizer_state_bytes(optimizer))
         if step % spec.eval_every == 0 or step == spec.steps:
+            if modes:
+                modes.eval()
             eval_rows.append((step, evaluate(problem)))
+            if modes:
+                modes.train()
         toc = time.perf_counter()
-        host_rows.append((step, lr, size, samples_seen, toc - tic, toc - start))
+        host_rows.append((step, lr, size, samples_seen, toc - tic, toc - start, state_bytes))
 
         if step == spec.steps or len(device_rows) >= settings.flush_steps or toc - last_flush >= settings.flush_seconds:
             outcome = flush()
@@ -180,7 +211,7 @@ def run(spec: RunSpec, sink: Sink, device: torch.device | None = None) -> Outcom
 
 def _to_host(
     device_rows: list[torch.Tensor],
-    host_rows: list[tuple[int, float, int, int, float, float]],
+    host_rows: list[tuple[int, float, int, int, float, float, float]],
     eval_rows: list[tuple[int, dict[str, torch.Tensor]]],
     sqrt_d: float,
 ) -> tuple[list[MetricRow], tuple[int, str] | None]:
@@ -191,13 +222,13 @@ def _to_host(
     evals = [(s, {k: float(v) for k, v in m.items()}) for s, m in eval_rows]
     rows: list[MetricRow] = []
     diverged_at: tuple[int, str] | None = None
-    for (loss, grad_l2, grad_l1, update_l2, param_l2), (step, lr, size, seen, step_time, wall) in zip(
+    for (loss, grad_l2, grad_l1, update_l2, param_l2), (step, lr, size, seen, step_time, wall, state) in zip(
         values, host_rows, strict=True
     ):
         ratio = grad_l1 / (sqrt_d * grad_l2) if grad_l2 > 0 else math.nan
         named = dict(zip(DEVICE_COLUMNS, (loss, grad_l2, grad_l1, update_l2, param_l2), strict=True))
         named.update(grad_l1_l2_ratio=ratio, lr=lr, batch_size=size, samples_seen=seen)
-        named.update(step_time=step_time, wall_time=wall)
+        named.update(step_time=step_time, wall_time=wall, optimizer_state_bytes=state)
         rows.extend((step, name, float(value)) for name, value in named.items())
         for what in ("loss", "grad_l2", "grad_l1"):
             if not math.isfinite(named[what]):

@@ -8,7 +8,7 @@ import streamlit as st
 import yaml
 
 from app.figures import schedule_preview
-from app.ui import component_form, get_store
+from app.ui import component_form, get_store, widget_value
 from models.tasks import TASKS
 from workers.batching import BATCH_POLICIES
 from workers.optimizers import OPTIMIZERS
@@ -28,8 +28,7 @@ def apply_clone(spec: dict[str, Any], run_id: int) -> None:
         entry = registry[component["name"]]
         for p in entry.params:
             if p.name in component:
-                cast = {"float": float, "int": int}.get(p.kind, lambda v: v)
-                st.session_state[f"{key}:{entry.name}:{p.name}"] = cast(component[p.name])
+                st.session_state[f"{key}:{entry.name}:{p.name}"] = widget_value(p, component[p.name])
     for field in TOP_LEVEL:
         if field in spec:
             st.session_state[f"run.{field}"] = spec[field] if field != "name" else f"{spec[field]} (clone)"
