@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
@@ -99,6 +100,71 @@ def digits_mlp(seed: int, hidden: int) -> Problem:
     return _classification(data.data / 16.0, data.target, seed, hidden, n_classes=10)
 
 
+def digits_logreg(seed: int, weight_init_std: float) -> Problem:
+    """Multinomial logistic regression on the digits: a convex problem, so every optimizer's endpoint is comparable."""
+    import torch
+    from sklearn.datasets import load_digits
+    from torch import nn
+    from torch.nn import functional as F
+
+    data = load_digits()
+    x_tr, y_tr, x_va, y_va = _split(data.data / 16.0, data.target)
+    torch.manual_seed(seed)
+    model = nn.Linear(64, 10)
+    nn.init.normal_(model.weight, std=weight_init_std)
+    nn.init.zeros_(model.bias)
+    as_x = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
+    as_y = lambda a: torch.as_tensor(a, dtype=torch.long)  # noqa: E731
+    return Problem(model, as_x(x_tr), as_y(y_tr), as_x(x_va), as_y(y_va), F.cross_entropy, classification=True)
+
+
+def digits_cnn(seed: int, channels: int) -> Problem:
+    """A small convolutional network on the 8×8 digits images (two 3×3 convolutions, then a linear head)."""
+    import torch
+    from sklearn.datasets import load_digits
+    from torch import nn
+    from torch.nn import functional as F
+
+    data = load_digits()
+    x_tr, y_tr, x_va, y_va = _split(data.images[:, None] / 16.0, data.target)
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Conv2d(1, channels, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(channels, 2 * channels, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(2 * channels * 16, 10),
+    )  # fmt: skip
+    as_x = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
+    as_y = lambda a: torch.as_tensor(a, dtype=torch.long)  # noqa: E731
+    return Problem(model, as_x(x_tr), as_y(y_tr), as_x(x_va), as_y(y_va), F.cross_entropy, classification=True)
+
+
+MNIST1D_SIZE = 5000  # mnist1d's default: 4,000 training and 1,000 test sequences of length 40
+
+
+@lru_cache(maxsize=1)
+def _mnist1d() -> dict[str, Any]:
+    """Generated offline from the templates inside the mnist1d package (about 2 s; cached per process)."""
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.seed = DATA_SEED
+    return make_dataset(args)  # type: ignore[no-any-return]
+
+
+def mnist1d_mlp(seed: int, hidden: int) -> Problem:
+    import torch
+
+    data = _mnist1d()
+    torch.manual_seed(seed)
+    model = _mlp([data["x"].shape[1], hidden, hidden, 10])
+    from torch.nn import functional as F
+
+    as_x = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
+    as_y = lambda a: torch.as_tensor(a, dtype=torch.long)  # noqa: E731
+    x, y, xt, yt = data["x"], data["y"], data["x_test"], data["y_test"]
+    return Problem(model, as_x(x), as_y(y), as_x(xt), as_y(yt), F.cross_entropy, classification=True)
+
+
 def moons_mlp(seed: int, hidden: int, n_samples: int, noise: float) -> Problem:
     from sklearn.datasets import make_moons
 
@@ -166,6 +232,32 @@ _ENTRIES: Sequence[Entry] = [
         ),
         moons_mlp,
         {"train_size": lambda **p: _split_sizes(p["n_samples"])[0]},
+    ),
+    Entry(
+        "digits-logreg",
+        "Multinomial logistic regression on the digits: convex, so optimizers can be compared on reaching the "
+        "same optimum (good for teaching).",
+        "Cox, The regression analysis of binary sequences, JRSS B 1958",
+        (Param("weight_init_std", "float", 0.01, "std of the initial weights", ge=0.0),),
+        digits_logreg,
+        {"train_size": lambda **p: _split_sizes(DIGITS_SIZE)[0]},
+    ),
+    Entry(
+        "digits-cnn",
+        "A small CNN (two 3×3 convolutions, max-pool, linear head) on sklearn's 8×8 digits images.",
+        "LeCun et al., Gradient-based learning applied to document recognition, 1998",
+        (Param("channels", "int", 8, "channels of the first convolution (the second has twice as many)", ge=1, le=256),),
+        digits_cnn,
+        {"train_size": lambda **p: _split_sizes(DIGITS_SIZE)[0]},
+    ),
+    Entry(
+        "mnist1d-mlp",
+        "MNIST-1D: 1-D sequences of length 40 generated from digit templates with shifts, noise and scaling; "
+        "harder than digits for an MLP, yet trains in seconds.",
+        "Greydanus & Kobak, Scaling Down Deep Learning with MNIST-1D, ICML 2024, arXiv:2011.14439",
+        (_hidden(100),),
+        mnist1d_mlp,
+        {"train_size": lambda **p: _split_sizes(MNIST1D_SIZE)[0]},
     ),
     Entry(
         "quadratic",

@@ -60,6 +60,30 @@ def test_every_step_has_every_metric_and_evals_on_schedule() -> None:
     assert sorted(sink.series("val_loss")) == [20, 40, 45]  # every eval_every, and at the end
 
 
+TASK_RECIPES = {  # task → (optimizer, steps) that brings the validation loss well below its starting value
+    "digits-mlp": ({"name": "adamw", "lr": 3e-3}, 100),
+    "moons-mlp": ({"name": "adamw", "lr": 1e-2}, 100),
+    "digits-logreg": ({"name": "adamw", "lr": 1e-2}, 100),
+    "digits-cnn": ({"name": "adamw", "lr": 3e-3}, 100),
+    "mnist1d-mlp": ({"name": "adamw", "lr": 3e-3}, 300),
+    "quadratic": ({"name": "sgd", "lr": 0.5, "momentum": 0.9}, 100),
+}
+
+
+@pytest.mark.parametrize("task", list(TASK_RECIPES))
+def test_every_task_trains(task: str) -> None:
+    optimizer, steps = TASK_RECIPES[task]
+    sink = ListSink()
+    s = parse_spec({"task": task, "optimizer": optimizer, "steps": steps, "eval_every": 1, "batch": {"size": 32}})
+    assert run(s, sink, torch.device("cpu")).status == "completed"
+    val = sink.series("val_loss")
+    assert val[steps] < 0.7 * val[1], (val[1], val[steps])
+
+
+def test_every_task_has_a_recipe() -> None:
+    assert set(TASK_RECIPES) == set(TASKS)
+
+
 def test_every_optimizer_has_a_recipe() -> None:
     from workers.optimizers import OPTIMIZERS
 
