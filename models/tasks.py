@@ -246,7 +246,11 @@ _ENTRIES: Sequence[Entry] = [
         "digits-cnn",
         "A small CNN (two 3×3 convolutions, max-pool, linear head) on sklearn's 8×8 digits images.",
         "LeCun et al., Gradient-based learning applied to document recognition, 1998",
-        (Param("channels", "int", 8, "channels of the first convolution (the second has twice as many)", ge=1, le=256),),
+        (
+            Param(
+                "channels", "int", 8, "channels of the first convolution (the second has twice as many)", ge=1, le=256
+            ),
+        ),
         digits_cnn,
         {"train_size": lambda **p: _split_sizes(DIGITS_SIZE)[0]},
     ),

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import Stack, wait_for
-from workers.metrics import METRIC_NAMES
+from workers.metrics import EVERY_STEP
 
 pytestmark = [pytest.mark.browser, pytest.mark.live_worker]
 
@@ -64,7 +64,7 @@ def test_launch_watch_live_download_and_cancel(stack: Stack, worker, ui_url: str
     download.value.save_as(path)
     frame = pd.read_csv(path)
     assert len(frame) == 500 and set(frame.run_id) == {first}
-    per_step = [m for m in METRIC_NAMES if not m.startswith("val_")]
+    per_step = list(EVERY_STEP)
     assert frame[per_step].notna().all().all()
     assert frame.val_loss.notna().sum() == 10
 

@@ -13,7 +13,7 @@ import redis
 
 from tests.conftest import HEARTBEAT_TIMEOUT_S, Stack, wait_for
 from workers.celery_app import TRAIN_TASK, app, submit
-from workers.metrics import METRIC_NAMES
+from workers.metrics import EVERY_STEP
 from workers.spec import parse_spec
 
 pytestmark = pytest.mark.live_worker
@@ -53,7 +53,7 @@ def test_a_run_trains_on_the_worker_and_every_metric_lands(stack: Stack, worker)
     run = stack.store.get_run(run_id)
     assert run is not None and run.progress == 200 and run.device == "cpu" and run.worker and run.error is None
     frame = stack.store.metrics([run_id])
-    per_step = len([m for m in METRIC_NAMES if not m.startswith("val_")])
+    per_step = len(EVERY_STEP)
     assert len(frame) == 200 * per_step + 4 * 2  # every per-step metric, and val loss/accuracy at 50, 100, 150, 200
     assert frame[frame.metric == "loss"].value.iloc[-1] < frame[frame.metric == "loss"].value.iloc[0]
 
@@ -63,7 +63,7 @@ def test_a_message_delivered_twice_trains_once(stack: Stack, worker) -> None:  #
     app.send_task(TRAIN_TASK, args=[run_id], queue="auto")  # a duplicate delivery
     assert finished(stack, run_id) == "completed"
     time.sleep(1.0)  # let the duplicate be consumed
-    per_step = len([m for m in METRIC_NAMES if not m.startswith("val_")])
+    per_step = len(EVERY_STEP)
     assert len(stack.store.metrics([run_id])) == 100 * per_step + 2 * 2
     assert "skipped" in worker.log_path.read_text()
 

@@ -47,7 +47,7 @@ PINNED = {
             "uba",
         ],
     ),
-    "batch": (BATCH_POLICIES, ["constant"]),
+    "batch": (BATCH_POLICIES, ["constant", "step", "linear", "adaptive"]),
 }
 ALL = [(kind, name) for kind, (reg, names) in PINNED.items() for name in names]
 

@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from models.tasks import TASKS
-from workers.metrics import METRIC_NAMES
+from workers.metrics import EVERY_STEP
 from workers.schedules import curve
 from workers.spec import parse_spec
 from workers.training import ListSink, run
 
-PER_STEP = [m for m in METRIC_NAMES if not m.startswith("val_")]
+PER_STEP = list(EVERY_STEP)
 
 RECIPES = [  # optimizer → hyper-parameters that train digits-mlp in 150 steps (val loss below half of log 10)
     ({"name": "sgd", "lr": 0.1, "momentum": 0.9}, 0.5),

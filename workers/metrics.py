@@ -20,6 +20,7 @@ class Metric:
     name: str
     label: str
     description: str
+    every_step: bool = True  # False: only at evaluations, or only for some optimizers or policies
 
 
 METRICS: tuple[Metric, ...] = (
@@ -35,10 +36,25 @@ METRICS: tuple[Metric, ...] = (
     Metric("step_time", "step time (s)", "host seconds spent on this step"),
     Metric("wall_time", "wall time (s)", "seconds since the run started training"),
     Metric("optimizer_state_bytes", "optimizer state (bytes)", "memory of the optimizer's state tensors"),
-    Metric("val_loss", "validation loss", "loss on the whole validation set (every eval_every steps and at the end)"),
-    Metric("val_accuracy", "validation accuracy", "accuracy on the validation set (classification tasks)"),
+    Metric(
+        "batch_test_ratio",
+        "batch test ratio",
+        "adaptive batch policies: the sampling test's statistic over "
+        "its bound at the current batch size (> 1: too noisy, the batch grows)",
+        every_step=False,
+    ),
+    Metric(
+        "val_loss",
+        "validation loss",
+        "loss on the whole validation set (every eval_every steps and at the end)",
+        every_step=False,
+    ),
+    Metric(
+        "val_accuracy", "validation accuracy", "accuracy on the validation set (classification tasks)", every_step=False
+    ),
 )
 METRIC_NAMES: tuple[str, ...] = tuple(m.name for m in METRICS)
+EVERY_STEP: tuple[str, ...] = tuple(m.name for m in METRICS if m.every_step)
 LABELS = {m.name: m.label for m in METRICS}
 
 # Columns of the per-step device row, in order; the ratio is derived on the host at flush time.

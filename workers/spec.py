@@ -98,6 +98,11 @@ class RunSpec(BaseModel):
                 "batch.size",
                 f"{self.batch.size} is larger than the {n_train} training examples of {self.task.name}",
             )
+        max_size = getattr(self.batch, "max_size", None)
+        if max_size is not None and max_size > n_train:
+            _fail("batch.max_size", f"{max_size} is larger than the {n_train} training examples of {self.task.name}")
+        if max_size is not None and max_size < self.batch.size:
+            _fail("batch.max_size", f"must be at least batch.size ({self.batch.size}), got {max_size}")
         warmup = getattr(self.schedule, "warmup_steps", None)
         if warmup is not None and warmup >= self.steps:
             _fail(

@@ -21,7 +21,7 @@ from typing import Any, Literal, Protocol
 import torch
 
 from models.tasks import TASKS, Problem
-from workers.batching import BATCH_POLICIES
+from workers.batching import BATCH_POLICIES, per_sample_grads
 from workers.metrics import DEVICE_COLUMNS, FlatParams
 from workers.optimizers import OPTIMIZERS
 from workers.schedules import SCHEDULES
@@ -137,6 +137,7 @@ def run(spec: RunSpec, sink: Sink, device: torch.device | None = None) -> Outcom
     modes: Any = optimizer if entry.extra.get("train_eval") else None
     batches = Batches(problem, spec.seed)
     policy = BATCH_POLICIES[spec.batch.name].build(**params(spec.batch))
+    log_test = hasattr(policy, "observe")  # adaptive policies log their sampling test's ratio every step
     schedule = SCHEDULES[spec.schedule.name].build
     schedule_params = params(spec.schedule)
     base_lr = spec.optimizer.lr
@@ -144,7 +145,7 @@ def run(spec: RunSpec, sink: Sink, device: torch.device | None = None) -> Outcom
     state_bytes = 0.0
 
     device_rows: list[torch.Tensor] = []  # one (len(DEVICE_COLUMNS),) tensor per step, still on the device
-    host_rows: list[tuple[int, float, int, int, float, float, float]] = []  # step lr batch seen times state
+    host_rows: list[tuple[int, float, int, int, float, float, float, float]] = []  # step lr batch seen times state test
     eval_rows: list[tuple[int, dict[str, torch.Tensor]]] = []
     samples_seen = 0
     start = last_flush = time.perf_counter()
@@ -152,7 +153,7 @@ def run(spec: RunSpec, sink: Sink, device: torch.device | None = None) -> Outcom
     def flush() -> Outcome | None:
         nonlocal device_rows, host_rows, eval_rows, last_flush
         flat.check_intact()
-        rows, diverged_at = _to_host(device_rows, host_rows, eval_rows, flat.sqrt_d)
+        rows, diverged_at = _to_host(device_rows, host_rows, eval_rows, flat.sqrt_d, log_test)
         device_rows, host_rows, eval_rows = [], [], []
         last_flush = time.perf_counter()
         sink.write(rows)
@@ -170,12 +171,15 @@ def run(spec: RunSpec, sink: Sink, device: torch.device | None = None) -> Outcom
     for t in range(spec.steps):
         step = t + 1
         tic = time.perf_counter()
-        lr = schedule(t, spec.steps, base_lr, **schedule_params)
+        size = policy.size_at(t, spec.steps)
+        lr = schedule(t, spec.steps, base_lr, **schedule_params) * policy.lr_factor(size)
         for group, peak in zip(optimizer.param_groups, peaks, strict=True):
             group["lr"] = peak * lr / base_lr
-        size = policy.size_at(t)
         x, y = batches.next(size)
         samples_seen += size
+        if policy.wants_test(t):  # adaptive batch size: per-sample gradients of part of this batch
+            n = policy.test_samples
+            policy.observe(per_sample_grads(problem.model, problem.loss_fn, x[:n], y[:n]))
 
         flat.zero_grad()
         loss = problem.loss_fn(problem.model(x), y)
@@ -200,7 +204,7 @@ def run(spec: RunSpec, sink: Sink, device: torch.device | None = None) -> Outcom
             if modes:
                 modes.train()
         toc = time.perf_counter()
-        host_rows.append((step, lr, size, samples_seen, toc - tic, toc - start, state_bytes))
+        host_rows.append((step, lr, size, samples_seen, toc - tic, toc - start, state_bytes, policy.statistic))
 
         if step == spec.steps or len(device_rows) >= settings.flush_steps or toc - last_flush >= settings.flush_seconds:
             outcome = flush()
@@ -211,9 +215,10 @@ def run(spec: RunSpec, sink: Sink, device: torch.device | None = None) -> Outcom
 
 def _to_host(
     device_rows: list[torch.Tensor],
-    host_rows: list[tuple[int, float, int, int, float, float, float]],
+    host_rows: list[tuple[int, float, int, int, float, float, float, float]],
     eval_rows: list[tuple[int, dict[str, torch.Tensor]]],
     sqrt_d: float,
+    log_test: bool,
 ) -> tuple[list[MetricRow], tuple[int, str] | None]:
     """One device→host copy for a whole flush; rows stop at the first non-finite loss or gradient."""
     if not device_rows:
@@ -222,13 +227,15 @@ def _to_host(
     evals = [(s, {k: float(v) for k, v in m.items()}) for s, m in eval_rows]
     rows: list[MetricRow] = []
     diverged_at: tuple[int, str] | None = None
-    for (loss, grad_l2, grad_l1, update_l2, param_l2), (step, lr, size, seen, step_time, wall, state) in zip(
+    for (loss, grad_l2, grad_l1, update_l2, param_l2), (step, lr, size, seen, step_time, wall, state, test) in zip(
         values, host_rows, strict=True
     ):
         ratio = grad_l1 / (sqrt_d * grad_l2) if grad_l2 > 0 else math.nan
         named = dict(zip(DEVICE_COLUMNS, (loss, grad_l2, grad_l1, update_l2, param_l2), strict=True))
         named.update(grad_l1_l2_ratio=ratio, lr=lr, batch_size=size, samples_seen=seen)
         named.update(step_time=step_time, wall_time=wall, optimizer_state_bytes=state)
+        if log_test:
+            named["batch_test_ratio"] = test
         rows.extend((step, name, float(value)) for name, value in named.items())
         for what in ("loss", "grad_l2", "grad_l1"):
             if not math.isfinite(named[what]):
