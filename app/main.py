@@ -12,5 +12,6 @@ pages = [
     st.Page("pages/launch.py", title="Launch", icon=":material/rocket_launch:", default=True),
     st.Page("pages/live.py", title="Live", icon=":material/monitoring:"),
     st.Page("pages/runs.py", title="Runs", icon=":material/table_rows:"),
+    st.Page("pages/reference.py", title="Reference", icon=":material/menu_book:"),
 ]
 st.navigation(pages).run()

@@ -154,3 +154,25 @@ def test_runs_page_deletes_finished_runs_but_not_running_ones(stack: Stack) -> N
     assert any("cancel them first (#2)" in c.value for c in at.caption)
     next(b for b in at.button if b.label == "Delete for good").click().run()
     assert stack.store.get_run(done) is None and stack.store.get_run(busy) is not None
+
+
+def test_reference_page_lists_every_entry_with_its_rule(stack: Stack) -> None:
+    from workers.schedules import SCHEDULES
+
+    at = app("pages/reference.py")
+    labels = " ".join(e.label for e in at.expander)
+    for name in [*OPTIMIZERS, *SCHEDULES]:
+        assert f"**{name}**" in labels
+    assert any("sign(c)" in c.value for c in at.code)  # LION's rule
+    assert len(plotly_json(at)["data"]) == len(SCHEDULES)  # every schedule drawn at its defaults
+
+
+def test_preview_overlays_schedules_and_the_cloned_runs_logged_lr(stack: Stack) -> None:
+    spec = parse_spec({"task": "digits-mlp", "optimizer": {"name": "adamw", "lr": 0.01}, "steps": 10,
+                       "schedule": "cosine"})  # fmt: skip
+    run_id = stack.store.create_run(spec.name, spec.model_dump(mode="json"))
+    stack.store.record(run_id, [(s, "lr", 0.01) for s in range(1, 11)])
+    at = app(clone=str(run_id))
+    at.multiselect(key="overlay").select("wsd").select("uba").run()
+    names = [t["name"] for t in plotly_json(at)["data"]]
+    assert names == ["cosine", "wsd", "uba", f"#{run_id} (logged)"]

@@ -62,6 +62,8 @@ def test_registry_contents_are_pinned(kind: str) -> None:
 def test_every_entry_is_documented_and_its_defaults_validate(kind: str, name: str) -> None:
     entry = PINNED[kind][0][name]
     assert len(entry.description) > 20 and entry.paper
+    if kind in ("optimizer", "schedule"):
+        assert entry.rule, f"{name} has no update rule for the reference page"
     for param in entry.params:
         assert param.help, f"{name}.{param.name} has no help text"
     # the defaults pass the entry's own schema

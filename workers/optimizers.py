@@ -387,4 +387,21 @@ _ENTRIES: Sequence[Entry] = [
     ),
 ]
 
-OPTIMIZERS = Registry("optimizer", _ENTRIES)
+RULES = {
+    "sgd": "b ← μb + g (g includes λθ);  θ ← θ − η·(g + μb if Nesterov else b)",
+    "adam": "m ← β1·m + (1−β1)g;  v ← β2·v + (1−β2)g²;  θ ← θ − η·m̂/(√v̂ + ε)  (g includes λθ)",
+    "adamw": "as Adam, then decoupled decay: θ ← θ − ηλθ − η·m̂/(√v̂ + ε)",
+    "adagrad": "G ← G + g²;  θ ← θ − η·g/(√G + ε)",
+    "adagrad-norm": "b² ← b² + ‖g‖²;  θ ← θ − η·g/b  (one scalar b for all parameters)",
+    "rmsprop": "v ← α·v + (1−α)g²;  θ ← θ − η·g/(√v + ε)",
+    "signsgd": "m ← β·m + (1−β)g;  θ ← θ(1 − ηλ) − η·sign(m)",
+    "lion": "c ← β1·m + (1−β1)g;  θ ← θ(1 − ηλ) − η·sign(c);  m ← β2·m + (1−β2)g",
+    "adabelief": "m as Adam;  s ← β2·s + (1−β2)(g − m)² + ε;  θ ← θ − η·m̂/(√ŝ + ε)",
+    "lamb": "u = m̂/(√v + ε) per layer;  θ ← θ − η·(φ(‖θ‖)/‖u‖)·u  (trust ratio; φ clamps ‖θ‖ at 10)",
+    "lars": "r = γ‖θ‖/(‖g‖ + λ‖θ‖) per weight matrix;  v ← μv + r(g + λθ);  θ ← θ − ηv",
+    "muon": "B ← μB + G;  O ≈ UVᵀ of B by 5 Newton–Schulz steps;  W ← W − η·s·O  (hidden matrices; AdamW on the rest)",
+    "schedulefree-adamw": "y = (1−β1)z + β1x;  z ← z − γ(g(y)/(√v̂ + ε) + λy);  x ← (1 − 1/t)x + z/t",
+    "adahessian": "D = z ⊙ (Hz), z Rademacher;  v ← β2·v + (1−β2)D²;  θ ← θ − η·m̂/(v̂^(k/2) + ε)",
+}
+
+OPTIMIZERS = Registry("optimizer", _ENTRIES, RULES)

@@ -8,7 +8,7 @@ entry never touches the UI or the spec.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
@@ -80,6 +80,7 @@ class Entry:
     params: tuple[Param, ...]
     build: Callable[..., Any]
     extra: Mapping[str, Any] = field(default_factory=dict)
+    rule: str = ""  # the update rule or formula, in plain text, for the reference page
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -95,10 +96,12 @@ class Entry:
 class Registry(Mapping[str, Entry]):
     """An ordered name → entry mapping with a readable error for unknown names."""
 
-    def __init__(self, kind: str, entries: Iterable[Entry]) -> None:
+    def __init__(self, kind: str, entries: Iterable[Entry], rules: Mapping[str, str] | None = None) -> None:
         self.kind = kind
         self._entries: dict[str, Entry] = {}
         for entry in entries:
+            if rules and entry.name in rules:
+                entry = replace(entry, rule=rules[entry.name])
             if entry.name in self._entries:
                 raise ValueError(f"duplicate {kind} {entry.name!r}")
             self._entries[entry.name] = entry

@@ -242,4 +242,19 @@ _ENTRIES: Sequence[Entry] = [
     ),
 ]
 
-SCHEDULES = Registry("schedule", _ENTRIES)
+RULES = {
+    "constant": "η_t = η",
+    "step": "η_t = η·γ^⌊t/s⌋",
+    "multistep": "η_t = η·γ^(milestones passed)",
+    "exponential": "η_t = η·γ^t",
+    "cosine": "η_t = η_min + (η − η_min)(1 + cos(πt/T))/2",
+    "warmup-cosine": "η(t+1)/W for t < W, then cosine over T − W",
+    "wsd": "η until the last fraction d of the run, then η_min + (η − η_min)·f(p), f = 1−p, (1+cos πp)/2 or 1−√p",
+    "one-cycle": "cosine from η/div up to η over pct_start·T, then cosine down to η/(div·final_div)",
+    "inverse-sqrt": "η·min(t/W, √(W/t)), t = step + 1",
+    "polynomial": "η_min + (η − η_min)(1 − t/T)^p",
+    "cyclic": "η_min + (η − η_min)·max(0, 1 − |t/s − 2c + 1|), c = ⌊1 + t/2s⌋ (÷2^(c−1) for triangular2)",
+    "uba": "u = 1 + cos(πt/T);  η_t = η_min + (η − η_min)·2u/(2φ + (2 − φ)u)  (unverified form)",
+}
+
+SCHEDULES = Registry("schedule", _ENTRIES, RULES)

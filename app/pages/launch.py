@@ -9,6 +9,7 @@ import yaml
 
 from app.figures import schedule_preview
 from app.ui import component_form, get_store, widget_value
+from db.store import Store
 from models.tasks import TASKS
 from workers.batching import BATCH_POLICIES
 from workers.optimizers import OPTIMIZERS
@@ -33,6 +34,15 @@ def apply_clone(spec: dict[str, Any], run_id: int) -> None:
         if field in spec:
             st.session_state[f"run.{field}"] = spec[field] if field != "name" else f"{spec[field]} (clone)"
     st.session_state["cloned_from"] = run_id
+
+
+def logged_lr(store: Store) -> dict[str, tuple[list[int], list[float]]]:
+    """The learning rate the cloned run actually logged, drawn over the preview."""
+    source = st.session_state.get("cloned_from")
+    if not source:
+        return {}
+    rows = store.metrics([source], names=["lr"])
+    return {f"#{source}": (rows["step"].tolist(), rows["value"].tolist())} if len(rows) else {}
 
 
 store = get_store()
@@ -78,10 +88,17 @@ except SpecError as exc:
 
 with side:
     steps = spec.steps if spec else int(data["steps"] or 1)
+    overlay = st.multiselect(
+        "Compare with", [n for n in SCHEDULES if n != schedule["name"]], key="overlay",
+        placeholder="overlay other schedules (at their defaults)",
+    )  # fmt: skip
     try:
+        lr = float(optimizer["lr"])
         schedule_params = {k: v for k, v in schedule.items() if k != "name"}
-        x, y = curve(schedule["name"], max(1, steps), float(optimizer["lr"]), schedule_params, points=1000)
-        st.plotly_chart(schedule_preview({schedule["name"]: (x, y)}), key="preview")
+        curves = {schedule["name"]: curve(schedule["name"], max(1, steps), lr, schedule_params, points=1000)}
+        for name in overlay:
+            curves[name] = curve(name, max(1, steps), lr, SCHEDULES[name].defaults, points=1000)
+        st.plotly_chart(schedule_preview(curves, logged_lr(store)), key="preview")
     except (ValueError, ZeroDivisionError, TypeError, OverflowError):
         st.caption("The preview appears once the schedule's fields are valid.")
     if errors:
