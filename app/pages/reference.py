@@ -24,7 +24,7 @@ def params_table(entry: Entry) -> pd.DataFrame:
         [
             {"parameter": p.name, "default": str(p.default), "valid": p.describe_range(), "meaning": p.help}
             for p in entry.params
-        ]  # fmt: skip
+        ]
     )
 
 
