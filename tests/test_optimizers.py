@@ -209,7 +209,7 @@ def test_matches_the_papers_update(name: str, hyper: dict[str, object], referenc
 
 
 def test_every_optimizer_has_a_reference() -> None:
-    assert {name for name, _, _ in REFERENCES} | {"lars", "muon"} == set(OPTIMIZERS)
+    assert {name for name, _, _ in REFERENCES} | {"lars", "muon", "frugal"} == set(OPTIMIZERS)  # frugal: test_frugal.py
 
 
 def test_lars_trust_ratio_on_matrices_plain_momentum_on_vectors() -> None:

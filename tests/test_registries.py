@@ -27,6 +27,7 @@ PINNED = {
             "lars",
             "muon",
             "schedulefree-adamw",
+            "frugal",
             "adahessian",
         ],
     ),

@@ -31,6 +31,7 @@ RECIPES = [  # optimizer → hyper-parameters that train digits-mlp in 150 steps
     ({"name": "lars", "lr": 1.0}, 0.5),
     ({"name": "muon"}, 0.5),
     ({"name": "schedulefree-adamw", "lr": 3e-3}, 0.5),
+    ({"name": "frugal", "lr": 3e-3}, 0.5),
     ({"name": "adahessian", "lr": 0.15}, 0.5),
 ]
 

@@ -114,3 +114,101 @@ def muon_with_adamw(
     if rest:
         parts.append(torch.optim.AdamW(rest, lr=adamw_lr, betas=(0.9, 0.95), weight_decay=adamw_weight_decay))
     return Combined(*parts)
+
+
+class Frugal(Optimizer):
+    """FRUGAL (Zmushko et al., ICML 2025): gradient splitting. A state-full Adam on a subspace holding a fraction
+    `density` of the parameters, a state-free signSGD (or SGD) on the rest; the subspace changes every
+    `update_gap` steps, when the Adam moments are reset (re-projecting them is the paper's other option).
+
+    Subspaces: `blockwise` takes whole tensors, cycling through the model in order, until `density` of all
+    coordinates are covered; `random` takes each coordinate with probability `density`, and stores Adam's
+    moments only for those coordinates (so optimizer memory really is about `density` of Adam's).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor],
+        lr: float = 1e-3,
+        density: float = 0.25,
+        update_gap: int = 200,
+        projection: str = "blockwise",
+        state_free: str = "signsgd",
+        free_lr_scale: float = 1.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        seed: int = 0,
+    ) -> None:
+        if not 0.0 <= density <= 1.0 or update_gap < 1 or projection not in ("blockwise", "random"):
+            raise ValueError(f"bad FRUGAL settings: density={density}, update_gap={update_gap}, {projection}")
+        defaults = {"lr": lr, "betas": betas, "eps": eps, "free_lr_scale": free_lr_scale}
+        super().__init__(params, defaults)
+        self.density, self.update_gap, self.projection, self.state_free = density, update_gap, projection, state_free
+        self.generator = torch.Generator().manual_seed(seed)
+        self.param_groups[0].setdefault("frugal_step", 0)
+        self.param_groups[0].setdefault("frugal_cursor", 0)
+
+    def _params(self) -> list[torch.Tensor]:
+        return [p for g in self.param_groups for p in g["params"]]
+
+    def _refresh(self) -> None:
+        """Choose the next state-full subspace and reset its Adam state."""
+        params, meta = self._params(), self.param_groups[0]
+        self.state.clear()
+        if self.projection == "random":
+            for p in params:
+                mask = torch.rand(p.numel(), generator=self.generator) < self.density
+                index = mask.nonzero().squeeze(1).to(p.device)
+                self.state[p] = {"index": index, "step": 0, "exp_avg": p.new_zeros(len(index)),
+                                 "exp_avg_sq": p.new_zeros(len(index))}  # fmt: skip
+            return
+        budget, total = self.density * sum(p.numel() for p in params), 0
+        cursor = meta["frugal_cursor"]
+        for k in range(len(params)):
+            if total >= budget or budget == 0:
+                break
+            p = params[(cursor + k) % len(params)]
+            self.state[p] = {
+                "index": None,
+                "step": 0,
+                "exp_avg": torch.zeros_like(p),
+                "exp_avg_sq": torch.zeros_like(p),
+            }
+            total += p.numel()
+            meta["frugal_cursor"] = (cursor + k + 1) % len(params)
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        meta = self.param_groups[0]
+        if meta["frugal_step"] % self.update_gap == 0:
+            self._refresh()
+        meta["frugal_step"] += 1
+        for group in self.param_groups:
+            lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
+            free_lr = lr * group["free_lr_scale"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad.reshape(-1)
+                flat = p.view(-1)
+                state = self.state.get(p)
+                free = g.clone()
+                if state:
+                    index = state["index"]
+                    full = g if index is None else g[index]
+                    state["step"] += 1
+                    m, v, t = state["exp_avg"].view(-1), state["exp_avg_sq"].view(-1), state["step"]
+                    m.mul_(beta1).add_(full, alpha=1 - beta1)
+                    v.mul_(beta2).addcmul_(full, full, value=1 - beta2)
+                    update = (m / (1 - beta1**t)) / ((v / (1 - beta2**t)).sqrt() + eps)
+                    if index is None:
+                        flat.sub_(update, alpha=lr)
+                        continue
+                    flat.index_add_(0, index, update, alpha=-lr)
+                    free[index] = 0.0
+                flat.sub_(free.sign() if self.state_free == "signsgd" else free, alpha=free_lr)
+        return loss

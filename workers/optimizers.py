@@ -155,6 +155,18 @@ def _adahessian(
     )
 
 
+def _frugal(
+    params: Iterable[torch.Tensor], lr: float, density: float, update_gap: int, projection: str, state_free: str,
+    free_lr_scale: float, beta1: float, beta2: float, eps: float,
+) -> Any:  # fmt: skip
+    from workers.custom_optimizers import Frugal
+
+    return Frugal(
+        params, lr=lr, density=density, update_gap=update_gap, projection=projection, state_free=state_free,
+        free_lr_scale=free_lr_scale, betas=(beta1, beta2), eps=eps,
+    )  # fmt: skip
+
+
 def _lr(default: float) -> Param:
     return Param(
         "lr",
@@ -370,6 +382,37 @@ _ENTRIES: Sequence[Entry] = [
         {"train_eval": True},
     ),
     Entry(
+        "frugal",
+        "FRUGAL: Adam (with state) on a subspace holding `density` of the parameters, state-free signSGD or "
+        "SGD on the rest; the subspace changes every update_gap steps. Optimizer memory scales with density.",
+        "Zmushko, Beznosikov, Takáč & Horváth, FRUGAL, ICML 2025, arXiv:2411.07837",
+        (
+            _lr(1e-3),
+            Param(
+                "density",
+                "float",
+                0.25,
+                "ρ: fraction of parameters with Adam state (1 = Adam, 0 = signSGD)",
+                ge=0.0,
+                le=1.0,
+            ),
+            Param("update_gap", "int", 200, "T: steps between subspace changes (moments reset then)", ge=1),
+            Param(
+                "projection",
+                "choice",
+                "blockwise",
+                "whole tensors in turn, or random coordinates",
+                choices=("blockwise", "random"),
+            ),
+            Param("state_free", "choice", "signsgd", "update for the rest", choices=("signsgd", "sgd")),
+            Param("free_lr_scale", "float", 1.0, "state-free LR = lr × this", gt=0.0),
+            _BETA1,
+            _BETA2,
+            _EPS,
+        ),
+        _frugal,
+    ),
+    Entry(
         "adahessian",
         "AdaHessian: Adam whose second moment is the Hutchinson estimate of the Hessian diagonal (one "
         "Hessian-vector product per step: the loop keeps the backward graph).",
@@ -401,6 +444,7 @@ RULES = {
     "lars": "r = γ‖θ‖/(‖g‖ + λ‖θ‖) per weight matrix;  v ← μv + r(g + λθ);  θ ← θ − ηv",
     "muon": "B ← μB + G;  O ≈ UVᵀ of B by 5 Newton–Schulz steps;  W ← W − η·s·O  (hidden matrices; AdamW on the rest)",
     "schedulefree-adamw": "y = (1−β1)z + β1x;  z ← z − γ(g(y)/(√v̂ + ε) + λy);  x ← (1 − 1/t)x + z/t",
+    "frugal": "Adam on P(g) (subspace, density ρ);  θ ← θ − η·P⁻¹Adam(Pg) − η_free·sign(g − P⁻¹Pg)",
     "adahessian": "D = z ⊙ (Hz), z Rademacher;  v ← β2·v + (1−β2)D²;  θ ← θ − η·m̂/(v̂^(k/2) + ε)",
 }
 
