@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import Stack, wait_for
 from workers.metrics import EVERY_STEP
+from workers.optimizers import OPTIMIZERS
 
 pytestmark = [pytest.mark.browser, pytest.mark.live_worker]
 
@@ -88,3 +89,24 @@ def test_negative_lr_shows_an_error_and_queues_nothing(stack: Stack, ui_url: str
     page.get_by_role("button", name="Launch").click()
     page.get_by_text("Nothing was queued").wait_for()
     assert stack.store.list_runs() == []
+
+
+FAMILIES = ["sgd", "adamw", "lion", "lamb", "adahessian", "muon", "schedulefree-adamw", "frugal"]
+
+
+def test_one_run_per_optimizer_family_completes(stack: Stack, worker, ui_url: str, page) -> None:  # type: ignore[no-untyped-def]
+    page.goto(ui_url)
+    page.get_by_text("Launch a run").first.wait_for()
+    set_number(page, "steps", "100")
+    for name in FAMILIES:
+        page.get_by_label("Optimizer", exact=True).click()
+        page.get_by_role("option", name=name, exact=True).click()
+        page.get_by_text(OPTIMIZERS[name].paper.split(",")[0]).first.wait_for()  # the form switched to it
+        page.get_by_role("button", name="Launch").click()
+        wait_for(lambda n=name: any(r.spec["optimizer"]["name"] == n for r in stack.store.list_runs()), 15, f"{name}")
+    runs = wait_for(
+        lambda: (rs := stack.store.list_runs()) and all(r.status == "completed" for r in rs) and rs, 120, "every run"
+    )
+    assert sorted(r.spec["optimizer"]["name"] for r in runs) == sorted(FAMILIES)
+    page.get_by_role("link", name="Runs").click()
+    page.get_by_text("8 of 8 runs").wait_for()
