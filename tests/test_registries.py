@@ -28,6 +28,8 @@ PINNED = {
             "muon",
             "schedulefree-adamw",
             "frugal",
+            "diloco",
+            "noloco",
             "adahessian",
         ],
     ),

@@ -212,3 +212,143 @@ class Frugal(Optimizer):
                     free[index] = 0.0
                 flat.sub_(free.sign() if self.state_free == "signsgd" else free, alpha=free_lr)
         return loss
+
+
+class LocalReplicas:
+    """DiLoCo and NoLoCo, simulated in one process: K replicas of the model, each with its own inner AdamW.
+
+    The loop's steps go to the replicas in turn: step t trains replica t mod K on its own batch (so each replica
+    sees its own stream of data) with the model holding that replica's weights. Every H rounds (K·H loop steps)
+    comes the outer step:
+    - DiLoCo (Douillard et al.): Δ = θ − mean_k θ_k; Nesterov momentum SGD on Δ (lr α, momentum μ) moves the
+      shared θ, and every replica restarts from it. Inner AdamW states stay local.
+    - NoLoCo (Kolehmainen et al.): no all-reduce. Replicas are shuffled into groups of n; each replica k keeps
+      an anchor θ̃_k and momentum m_k: m_k ← μm_k + α·mean_G(φ − θ̃) + α(mean_G θ̃ − θ̃_k); θ̃_k ← θ̃_k + m_k;
+      its live weights φ_k restart from θ̃_k.
+    eval() loads the consensus weights (θ, or the mean anchor) for validation; train() restores the replica.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor],
+        method: str,
+        replicas: int,
+        inner_steps: int,
+        lr: float,
+        weight_decay: float,
+        outer_lr: float,
+        outer_momentum: float,
+        group_size: int = 2,
+        seed: int = 0,
+    ) -> None:
+        self.params = list(params)
+        self.method, self.k, self.h, self.group_size = method, replicas, inner_steps, group_size
+        self.outer_lr, self.outer_momentum = outer_lr, outer_momentum
+        self.generator = torch.Generator().manual_seed(seed)
+        clone = lambda: [p.detach().clone() for p in self.params]  # noqa: E731
+        self.live = [clone() for _ in range(replicas)]  # φ_k: each replica's weights
+        self.anchor = [clone() for _ in range(replicas)]  # θ̃_k (NoLoCo); DiLoCo's θ is anchor[0]
+        self.momentum = [[torch.zeros_like(p) for p in self.params] for _ in range(replicas)]
+        self.inner = [torch.optim.AdamW(self.params, lr=lr, weight_decay=weight_decay) for _ in range(replicas)]
+        self.current, self.loop_steps, self.outer_steps = 0, 0, 0
+        self.evaluating = False
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [group for opt in self.inner for group in opt.param_groups]
+
+    @property
+    def state(self) -> dict[Any, Any]:
+        state: dict[Any, Any] = {}
+        for i, opt in enumerate(self.inner):
+            state.update({(i, id(p)): s for p, s in opt.state.items()})
+        for name in ("live", "anchor", "momentum"):
+            for i, tensors in enumerate(getattr(self, name)):
+                state[(name, i)] = dict(enumerate(tensors))
+        return state
+
+    def _load(self, tensors: list[torch.Tensor]) -> None:
+        torch._foreach_copy_(self.params, tensors)
+
+    def _save(self, tensors: list[torch.Tensor]) -> None:
+        torch._foreach_copy_(tensors, [p.detach() for p in self.params])
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.inner[self.current].step()
+        self._save(self.live[self.current])
+        self.loop_steps += 1
+        self.current = self.loop_steps % self.k
+        if self.loop_steps % (self.k * self.h) == 0:
+            self._outer()
+        self._load(self.live[self.current])
+
+    def _outer(self) -> None:
+        self.outer_steps += 1
+        if self.method == "diloco":
+            theta, m = self.anchor[0], self.momentum[0]
+            for j in range(len(theta)):
+                delta = theta[j] - torch.stack([live[j] for live in self.live]).mean(0)
+                m[j].mul_(self.outer_momentum).add_(delta)
+                theta[j].sub_(delta + self.outer_momentum * m[j], alpha=self.outer_lr)  # Nesterov
+            for live in self.live:
+                torch._foreach_copy_(live, theta)
+            return
+        order = torch.randperm(self.k, generator=self.generator).tolist()
+        groups = [order[i : i + self.group_size] for i in range(0, self.k, self.group_size)]
+        for group in groups:
+            for j in range(len(self.params)):
+                progress = torch.stack([self.live[r][j] - self.anchor[r][j] for r in group]).mean(0)
+                centre = torch.stack([self.anchor[r][j] for r in group]).mean(0)
+                for r in group:
+                    m = self.momentum[r][j]
+                    m.mul_(self.outer_momentum).add_(progress, alpha=self.outer_lr)
+                    m.add_(centre - self.anchor[r][j], alpha=self.outer_lr)
+            for r in group:
+                torch._foreach_add_(self.anchor[r], self.momentum[r])
+                torch._foreach_copy_(self.live[r], self.anchor[r])
+
+    def consensus(self) -> list[torch.Tensor]:
+        if self.method == "diloco":
+            return self.anchor[0]
+        return [torch.stack([a[j] for a in self.anchor]).mean(0) for j in range(len(self.params))]
+
+    @torch.no_grad()
+    def eval(self) -> None:
+        if not self.evaluating:
+            self._save(self.live[self.current])
+            self._load(self.consensus())
+            self.evaluating = True
+
+    @torch.no_grad()
+    def train(self) -> None:
+        if self.evaluating:
+            self._load(self.live[self.current])
+            self.evaluating = False
+
+    @torch.no_grad()
+    def step_metrics(self) -> dict[str, torch.Tensor]:
+        """Replica dispersion (1/K)·Σ_k ‖w_k − mean w‖ over live weights (DiLoCo) or anchors (NoLoCo)."""
+        weights = self.live if self.method == "diloco" else self.anchor
+        flat = torch.stack([torch.cat([t.reshape(-1) for t in w]) for w in weights])
+        return {"replica_dispersion": (flat - flat.mean(0)).norm(dim=1).mean()}
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.inner[0].zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "inner": [opt.state_dict() for opt in self.inner],
+            "live": self.live, "anchor": self.anchor, "momentum": self.momentum,
+            "counters": (self.current, self.loop_steps, self.outer_steps),
+            "generator": self.generator.get_state(),
+        }  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for opt, s in zip(self.inner, state["inner"], strict=True):
+            opt.load_state_dict(s)
+        for name in ("live", "anchor", "momentum"):
+            for mine, theirs in zip(getattr(self, name), state[name], strict=True):
+                torch._foreach_copy_(mine, theirs)
+        self.current, self.loop_steps, self.outer_steps = state["counters"]
+        self.generator.set_state(state["generator"])

@@ -44,6 +44,12 @@ METRICS: tuple[Metric, ...] = (
         every_step=False,
     ),
     Metric(
+        "replica_dispersion",
+        "replica dispersion",
+        "DiLoCo/NoLoCo: mean distance of the replicas' weights from their average",
+        every_step=False,
+    ),
+    Metric(
         "val_loss",
         "validation loss",
         "loss on the whole validation set (every eval_every steps and at the end)",

@@ -167,6 +167,32 @@ def _frugal(
     )  # fmt: skip
 
 
+def _local_replicas(method: str) -> Any:
+    def build(
+        params: Iterable[torch.Tensor], lr: float, weight_decay: float, replicas: int, inner_steps: int,
+        outer_lr: float, outer_momentum: float, group_size: int = 2,
+    ) -> Any:  # fmt: skip
+        from workers.custom_optimizers import LocalReplicas
+
+        return LocalReplicas(
+            params, method, replicas=replicas, inner_steps=inner_steps, lr=lr, weight_decay=weight_decay,
+            outer_lr=outer_lr, outer_momentum=outer_momentum, group_size=group_size,
+        )  # fmt: skip
+
+    return build
+
+
+def _replica_params(outer_momentum: float, inner_steps: int) -> tuple[Param, ...]:
+    return (
+        Param("lr", "float", 1e-3, "peak LR of each replica's inner AdamW", gt=0.0, log=True),
+        _wd(0.0, "inner AdamW weight decay"),
+        Param("replicas", "int", 4, "K: simulated workers (each loop step trains one, in turn)", ge=1, le=64),
+        Param("inner_steps", "int", inner_steps, "H: inner steps per replica between outer steps", ge=1),
+        Param("outer_lr", "float", 0.7, "α: outer learning rate", gt=0.0),
+        Param("outer_momentum", "float", outer_momentum, "μ: outer momentum", ge=0.0, lt=1.0),
+    )
+
+
 def _lr(default: float) -> Param:
     return Param(
         "lr",
@@ -413,6 +439,27 @@ _ENTRIES: Sequence[Entry] = [
         _frugal,
     ),
     Entry(
+        "diloco",
+        "DiLoCo, simulated: K replicas train with their own AdamW for H steps each; then the average change "
+        "is one outer Nesterov step on the shared weights, and every replica restarts from them.",
+        "Douillard et al., DiLoCo: Distributed Low-Communication Training, arXiv:2311.08105",
+        _replica_params(outer_momentum=0.9, inner_steps=50),
+        _local_replicas("diloco"),
+        {"train_eval": True},
+    ),
+    Entry(
+        "noloco",
+        "NoLoCo, simulated: like DiLoCo but without an all-reduce; at each outer step replicas average with one "
+        "random partner (groups of group_size) through per-replica anchors and momentum.",
+        "Kolehmainen et al., NoLoCo, arXiv:2506.10911",
+        (
+            *_replica_params(outer_momentum=0.5, inner_steps=50),
+            Param("group_size", "int", 2, "n: replicas averaged together at each outer step", ge=1),
+        ),
+        _local_replicas("noloco"),
+        {"train_eval": True},
+    ),
+    Entry(
         "adahessian",
         "AdaHessian: Adam whose second moment is the Hutchinson estimate of the Hessian diagonal (one "
         "Hessian-vector product per step: the loop keeps the backward graph).",
@@ -445,6 +492,8 @@ RULES = {
     "muon": "B ← μB + G;  O ≈ UVᵀ of B by 5 Newton–Schulz steps;  W ← W − η·s·O  (hidden matrices; AdamW on the rest)",
     "schedulefree-adamw": "y = (1−β1)z + β1x;  z ← z − γ(g(y)/(√v̂ + ε) + λy);  x ← (1 − 1/t)x + z/t",
     "frugal": "Adam on P(g) (subspace, density ρ);  θ ← θ − η·P⁻¹Adam(Pg) − η_free·sign(g − P⁻¹Pg)",
+    "diloco": "every H rounds: Δ = θ − mean_k θ_k;  m ← μm + Δ;  θ ← θ − α(Δ + μm);  θ_k ← θ",
+    "noloco": "groups G of n: m_k ← μm_k + α·mean_G(φ − θ̃) + α(mean_G θ̃ − θ̃_k);  θ̃_k ← θ̃_k + m_k;  φ_k ← θ̃_k",
     "adahessian": "D = z ⊙ (Hz), z Rademacher;  v ← β2·v + (1−β2)D²;  θ ← θ − η·m̂/(v̂^(k/2) + ε)",
 }
 

@@ -145,16 +145,24 @@ def run(spec: RunSpec, sink: Sink, device: torch.device | None = None) -> Outcom
     state_bytes = 0.0
 
     device_rows: list[torch.Tensor] = []  # one (len(DEVICE_COLUMNS),) tensor per step, still on the device
+    step_metrics = getattr(optimizer, "step_metrics", None)  # optimizer-specific numbers, e.g. replica dispersion
+    extra_names: list[str] = []
+    extra_rows: list[torch.Tensor] = []
     host_rows: list[tuple[int, float, int, int, float, float, float, float]] = []  # step lr batch seen times state test
     eval_rows: list[tuple[int, dict[str, torch.Tensor]]] = []
     samples_seen = 0
     start = last_flush = time.perf_counter()
 
     def flush() -> Outcome | None:
-        nonlocal device_rows, host_rows, eval_rows, last_flush
+        nonlocal device_rows, host_rows, eval_rows, extra_rows, last_flush
         flat.check_intact()
         rows, diverged_at = _to_host(device_rows, host_rows, eval_rows, flat.sqrt_d, log_test)
-        device_rows, host_rows, eval_rows = [], [], []
+        if extra_rows:
+            last = rows[-1][0] if rows else 0
+            for (step_, *_), values in zip(host_rows, torch.stack(extra_rows).cpu().tolist(), strict=True):
+                if step_ <= last:
+                    rows.extend((step_, name, float(v)) for name, v in zip(extra_names, values, strict=True))
+        device_rows, host_rows, eval_rows, extra_rows = [], [], [], []
         last_flush = time.perf_counter()
         sink.write(rows)
         if diverged_at is not None:
@@ -194,6 +202,10 @@ def run(spec: RunSpec, sink: Sink, device: torch.device | None = None) -> Outcom
         optimizer.step()
         update_l2, param_l2 = flat.update_and_param_norms()
         device_rows.append(torch.stack([loss.detach(), grad_l2, grad_l1, update_l2, param_l2]))
+        if step_metrics is not None:
+            extras = step_metrics()
+            extra_names = list(extras)
+            extra_rows.append(torch.stack(list(extras.values())))
 
         if step == 1 or len(device_rows) == 1:  # after the first step, then once per flush: state can change size
             state_bytes = float(optimizer_state_bytes(optimizer))
