@@ -28,6 +28,7 @@ PINNED = {
             "muon",
             "schedulefree-adamw",
             "frugal",
+            "onebit-adam",
             "diloco",
             "noloco",
             "adahessian",

@@ -32,6 +32,7 @@ RECIPES = [  # optimizer → hyper-parameters that train digits-mlp in 150 steps
     ({"name": "muon"}, 0.5),
     ({"name": "schedulefree-adamw", "lr": 3e-3}, 0.5),
     ({"name": "frugal", "lr": 3e-3}, 0.5),
+    ({"name": "onebit-adam", "lr": 3e-3, "freeze_step": 50}, 0.5),
     ({"name": "diloco", "lr": 3e-3, "replicas": 2, "inner_steps": 15}, 0.6),
     ({"name": "noloco", "lr": 3e-3, "replicas": 2, "inner_steps": 15}, 0.6),
     ({"name": "adahessian", "lr": 0.15}, 0.5),

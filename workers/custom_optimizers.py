@@ -352,3 +352,90 @@ class LocalReplicas:
                 torch._foreach_copy_(mine, theirs)
         self.current, self.loop_steps, self.outer_steps = state["counters"]
         self.generator.set_state(state["generator"])
+
+
+class OneBitAdam(Optimizer):
+    """1-bit Adam (Tang et al., ICML 2021), simulated: K workers in one process, one gradient each per step.
+
+    Warm-up (t ≤ freeze_step): plain Adam on the averaged gradient. Then the variance is frozen at v̂* and only
+    momentum is communicated, compressed to 1 bit per coordinate with error feedback:
+      worker k: m_k = β1·m + (1−β1)·g_k;  c_k = C(m_k + e_k);  e_k ← m_k + e_k − c_k
+      server:   a = mean_k c_k;  m = C(a + e_s);  e_s ← a + e_s − m;      θ ← θ − η·m/(√v̂* + ε)
+    with C(x) = (‖x‖₂/√n)·sign(x) per tensor and sign(0) = +1. The loop hands the K gradients in `worker_grads`
+    (K × d, the model's parameters flattened in order); used on its own, the summed `.grad`s act as one worker.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        workers: int = 4,
+        freeze_step: int = 100,
+    ) -> None:
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
+        self.workers, self.freeze_step = workers, freeze_step
+        self.worker_grads: torch.Tensor | None = None
+        self.last_metrics: dict[str, torch.Tensor] = {}
+
+    def _params(self) -> list[torch.Tensor]:
+        return [p for g in self.param_groups for p in g["params"]]
+
+    def _compress(self, x: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+        """C per tensor: each parameter's segment becomes ±(its RMS)."""
+        parts = []
+        for seg in x.split(sizes, dim=-1):
+            scale = seg.norm(dim=-1, keepdim=True) / seg.shape[-1] ** 0.5
+            parts.append(torch.where(seg >= 0, scale, -scale))
+        return torch.cat(parts, dim=-1)
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        params = self._params()
+        sizes = [p.numel() for p in params]
+        grads = self.worker_grads
+        if grads is None:
+            grads = torch.cat([p.grad.reshape(-1) for p in params])[None, :]  # type: ignore[union-attr]
+        self.worker_grads = None
+        group = self.param_groups[0]
+        lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
+        state = self.state[params[0]]
+        if not state:
+            d, k = sum(sizes), grads.shape[0]
+            state.update(step=0, m=grads.new_zeros(d), v=grads.new_zeros(d), v_frozen=grads.new_zeros(d),
+                         e_workers=grads.new_zeros(k, d), e_server=grads.new_zeros(d))  # fmt: skip
+        state["step"] += 1
+        t, m = state["step"], state["m"]
+        mean = grads.mean(0)
+        uncompressed = beta1 * m + (1 - beta1) * mean
+        if t <= self.freeze_step:
+            m.copy_(uncompressed)
+            state["v"].mul_(beta2).addcmul_(mean, mean, value=1 - beta2)
+            v_hat = state["v"] / (1 - beta2**t)
+            update = (m / (1 - beta1**t)) / (v_hat.sqrt() + eps)
+            if t == self.freeze_step:
+                state["v_frozen"].copy_(v_hat)
+        else:
+            e, e_s = state["e_workers"], state["e_server"]
+            local = beta1 * m[None, :] + (1 - beta1) * grads + e
+            sent = self._compress(local, sizes)
+            e.copy_(local - sent)
+            a = sent.mean(0) + e_s
+            m.copy_(self._compress(a, sizes))
+            e_s.copy_(a - m)
+            update = m / (state["v_frozen"].sqrt() + eps)
+        torch._foreach_add_(params, [u.view_as(p) for u, p in zip(update.split(sizes), params, strict=True)], alpha=-lr)
+        self.last_metrics = {
+            "compression_error_worker": state["e_workers"].norm(dim=1).mean(),
+            "compression_error_server": state["e_server"].norm(),
+            "compression_cosine": torch.nn.functional.cosine_similarity(m, uncompressed, dim=0, eps=1e-30),
+        }
+        return loss
+
+    def step_metrics(self) -> dict[str, torch.Tensor]:
+        return self.last_metrics

@@ -44,6 +44,21 @@ METRICS: tuple[Metric, ...] = (
         every_step=False,
     ),
     Metric(
+        "compression_error_worker",
+        "‖e_worker‖",
+        "1-bit Adam: mean norm of the workers' error feedback",
+        every_step=False,
+    ),
+    Metric(
+        "compression_error_server", "‖e_server‖", "1-bit Adam: norm of the server's error feedback", every_step=False
+    ),
+    Metric(
+        "compression_cosine",
+        "cos(m, m_exact)",
+        "1-bit Adam: cosine of the compressed momentum with the exact one",
+        every_step=False,
+    ),
+    Metric(
         "replica_dispersion",
         "replica dispersion",
         "DiLoCo/NoLoCo: mean distance of the replicas' weights from their average",

@@ -193,6 +193,14 @@ def _replica_params(outer_momentum: float, inner_steps: int) -> tuple[Param, ...
     )
 
 
+def _onebit_adam(
+    params: Iterable[torch.Tensor], lr: float, beta1: float, beta2: float, eps: float, workers: int, freeze_step: int
+) -> Any:
+    from workers.custom_optimizers import OneBitAdam
+
+    return OneBitAdam(params, lr=lr, betas=(beta1, beta2), eps=eps, workers=workers, freeze_step=freeze_step)
+
+
 def _lr(default: float) -> Param:
     return Param(
         "lr",
@@ -439,6 +447,24 @@ _ENTRIES: Sequence[Entry] = [
         _frugal,
     ),
     Entry(
+        "onebit-adam",
+        "1-bit Adam, simulated: the batch is split among K workers; after a warm-up of plain Adam the variance "
+        "is frozen and workers exchange only 1-bit compressed momentum, with error feedback. ε defaults to 1e-3, "
+        "not the paper's 1e-8: with the variance frozen, coordinates whose gradient was ~0 during warm-up (dead "
+        "pixels, dead ReLUs) would otherwise take steps of the layer's RMS / ε.",
+        "Tang et al., 1-bit Adam, ICML 2021, arXiv:2102.02888",
+        (
+            _lr(1e-3),
+            _BETA1,
+            _BETA2,
+            Param("eps", "float", 1e-3, "added to √v̂*; see the description", gt=0.0, log=True),
+            Param("workers", "int", 4, "K: simulated workers, each with its share of the batch", ge=1, le=64),
+            Param("freeze_step", "int", 100, "warm-up steps of plain Adam before the variance freezes", ge=1),
+        ),
+        _onebit_adam,
+        {"worker_grads": True},
+    ),
+    Entry(
         "diloco",
         "DiLoCo, simulated: K replicas train with their own AdamW for H steps each; then the average change "
         "is one outer Nesterov step on the shared weights, and every replica restarts from them.",
@@ -492,6 +518,7 @@ RULES = {
     "muon": "B ← μB + G;  O ≈ UVᵀ of B by 5 Newton–Schulz steps;  W ← W − η·s·O  (hidden matrices; AdamW on the rest)",
     "schedulefree-adamw": "y = (1−β1)z + β1x;  z ← z − γ(g(y)/(√v̂ + ε) + λy);  x ← (1 − 1/t)x + z/t",
     "frugal": "Adam on P(g) (subspace, density ρ);  θ ← θ − η·P⁻¹Adam(Pg) − η_free·sign(g − P⁻¹Pg)",
+    "onebit-adam": "warm-up: Adam;  then c_k = C(β1m + (1−β1)g_k + e_k), m = C(mean c_k + e_s), θ ← θ − ηm/(√v̂* + ε)",
     "diloco": "every H rounds: Δ = θ − mean_k θ_k;  m ← μm + Δ;  θ ← θ − α(Δ + μm);  θ_k ← θ",
     "noloco": "groups G of n: m_k ← μm_k + α·mean_G(φ − θ̃) + α(mean_G θ̃ − θ̃_k);  θ̃_k ← θ̃_k + m_k;  φ_k ← θ̃_k",
     "adahessian": "D = z ⊙ (Hz), z Rademacher;  v ← β2·v + (1−β2)D²;  θ ← θ − η·m̂/(v̂^(k/2) + ε)",

@@ -107,6 +107,26 @@ def evaluate(problem: Problem) -> dict[str, torch.Tensor]:
     return result
 
 
+def _worker_gradients(
+    problem: Problem, flat: FlatParams, optimizer: Any, x: torch.Tensor, y: torch.Tensor
+) -> torch.Tensor:
+    """Split the batch among the optimizer's workers; leave each worker's gradient in `optimizer.worker_grads`
+    and their example-weighted average (the whole batch's gradient) in the parameters' `.grad`."""
+    xs, ys = x.tensor_split(optimizer.workers), y.tensor_split(optimizer.workers)
+    grads = torch.empty(len(xs), flat.numel, device=x.device, dtype=flat.grad.dtype)
+    total = torch.zeros((), device=x.device)
+    for k, (xk, yk) in enumerate(zip(xs, ys, strict=True)):
+        flat.zero_grad()
+        loss = problem.loss_fn(problem.model(xk), yk)
+        loss.backward()
+        grads[k].copy_(flat.grad)
+        total += loss.detach() * len(xk)
+    weights = torch.tensor([len(xk) / len(x) for xk in xs], device=x.device, dtype=grads.dtype)
+    flat.grad.copy_(weights @ grads)
+    optimizer.worker_grads = grads
+    return total / len(x)
+
+
 def optimizer_state_bytes(optimizer: object) -> int:
     """Bytes of every tensor the optimizer keeps between steps (moments, momentum buffers, accumulators)."""
     total = 0
@@ -132,6 +152,7 @@ def run(spec: RunSpec, sink: Sink, device: torch.device | None = None) -> Outcom
     problem, optimizer = build(spec, device)
     entry = OPTIMIZERS[spec.optimizer.name]
     create_graph = bool(entry.extra.get("create_graph"))  # Hessian-vector products need the backward graph
+    worker_grads = bool(entry.extra.get("worker_grads"))  # 1-bit Adam: K workers' gradients, not one
     flat = FlatParams(list(problem.model.parameters()), flat_grads=not create_graph)
     # Schedule-free optimizers hold two points: train() to step at y, eval() to evaluate the average x.
     modes: Any = optimizer if entry.extra.get("train_eval") else None
@@ -190,13 +211,16 @@ def run(spec: RunSpec, sink: Sink, device: torch.device | None = None) -> Outcom
             policy.observe(per_sample_grads(problem.model, problem.loss_fn, x[:n], y[:n]))
 
         flat.zero_grad()
-        loss = problem.loss_fn(problem.model(x), y)
-        if create_graph:
-            with warnings.catch_warnings():  # the cycle it warns about is broken by zero_grad() setting None
-                warnings.filterwarnings("ignore", message="Using backward\\(\\) with create_graph=True")
-                loss.backward(create_graph=True)
+        if worker_grads:  # simulated workers: one gradient per share of the batch; their average is the gradient
+            loss = _worker_gradients(problem, flat, optimizer, x, y)
         else:
-            loss.backward()
+            loss = problem.loss_fn(problem.model(x), y)
+            if create_graph:
+                with warnings.catch_warnings():  # the cycle it warns about is broken by zero_grad() setting None
+                    warnings.filterwarnings("ignore", message="Using backward\\(\\) with create_graph=True")
+                    loss.backward(create_graph=True)
+            else:
+                loss.backward()
         grad_l2, grad_l1 = flat.grad_norms()
         flat.remember()
         optimizer.step()
