@@ -48,6 +48,7 @@ PINNED = {
             "inverse-sqrt",
             "polynomial",
             "cyclic",
+            "hypergradient",
             "uba",
         ],
     ),

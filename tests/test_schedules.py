@@ -182,3 +182,49 @@ def test_milestones_parse_from_text_and_are_validated() -> None:
         parse_spec(
             {"task": "digits-mlp", "optimizer": "sgd", "schedule": {"name": "multistep", "milestones": [0.5, 1.5]}}
         )
+
+
+def test_hypergradient_sgd_matches_baydin_by_hand() -> None:
+    """Full-batch SGD on the quadratic task: α_t = α_{t−1} + β g_t·g_{t−1}; θ_t = θ_{t−1} − α_t g_t."""
+    import numpy as np
+
+    from models.tasks import TASKS
+    from workers.spec import parse_spec
+    from workers.training import ListSink, run
+
+    problem = TASKS["quadratic"].build(seed=0, **TASKS["quadratic"].defaults)
+    x, y = problem.x_train.double().numpy(), problem.y_train.double().numpy()[:, 0]
+    theta = problem.model.weight.detach().double().numpy()[0]
+    alpha, beta, previous, lrs, losses = 0.05, 0.01, None, [], []
+    for _ in range(30):
+        residual = x @ theta - y
+        losses.append(0.5 * np.mean(residual**2))
+        g = x.T @ residual / len(y)
+        if previous is not None:
+            alpha = alpha + beta * g @ previous
+        lrs.append(alpha)
+        theta, previous = theta - alpha * g, g
+
+    spec = parse_spec({"task": "quadratic", "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.0},
+                       "schedule": {"name": "hypergradient", "beta": 0.01}, "batch": {"size": 820}, "steps": 30})  # fmt: skip
+    sink = ListSink()
+    run(spec, sink, torch.device("cpu"))
+    assert [sink.series("lr")[k] for k in range(1, 31)] == pytest.approx(lrs, rel=1e-4)  # float32 run, float64 ref
+    assert [sink.series("loss")[k] for k in range(1, 31)] == pytest.approx(losses, rel=1e-4)
+    assert lrs[-1] > lrs[0]  # successive gradients agree on this problem: the LR grew
+
+
+@pytest.mark.parametrize("name", [n for n in SCHEDULES if n != "hypergradient"])
+def test_logged_lr_equals_the_preview_for_every_schedule(name: str) -> None:
+    from workers.spec import parse_spec
+    from workers.training import ListSink, run
+
+    params = {**SCHEDULES[name].defaults}
+    if "warmup_steps" in params:
+        params["warmup_steps"] = min(params["warmup_steps"], 10) or (5 if name != "inverse-sqrt" else 10)
+    spec = parse_spec({"task": "moons-mlp", "optimizer": {"name": "sgd", "lr": 0.05}, "steps": 60,
+                       "schedule": {"name": name, **params}})  # fmt: skip
+    sink = ListSink()
+    run(spec, sink, torch.device("cpu"))
+    steps, lrs = curve(name, 60, 0.05, {k: v for k, v in params.items()})
+    assert [sink.series("lr")[k] for k in steps] == pytest.approx(lrs, rel=1e-12)

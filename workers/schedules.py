@@ -102,6 +102,26 @@ def uba(step: int, total_steps: int, lr: float, phi: float, min_lr: float) -> fl
     return min_lr + (lr - min_lr) * 2 * u / (2 * phi + (2 - phi) * u)
 
 
+def hypergradient(step: int, total_steps: int, lr: float, beta: float) -> float:
+    """The starting LR: the loop adapts it online (see HypergradientLR), so the preview draws it flat."""
+    return lr
+
+
+class HypergradientLR:
+    """Hypergradient descent on the LR (Baydin et al., ICLR 2018): α_t = α_{t−1} + β·g_t·u_{t−1}, where u_{t−1} is
+    the previous step's descent direction, −Δθ_{t−1}/α_{t−1} (for SGD, g_{t−1}). The LR grows while successive
+    steps agree and shrinks when they oppose; it is kept ≥ 0."""
+
+    def __init__(self, lr: float, beta: float) -> None:
+        self.lr, self.beta = lr, beta
+
+    def observe(self, grad_dot_last_update: float, last_lr: float) -> float:
+        """`grad_dot_last_update` = g_t · Δθ_{t−1}, taken with `last_lr`; returns the LR for step t."""
+        if last_lr > 0:
+            self.lr = max(0.0, self.lr - self.beta * grad_dot_last_update / last_lr)
+        return self.lr
+
+
 def with_warmup(fn: Schedule) -> Schedule:
     """Precede `fn` by a linear warm-up of `warmup_steps` steps; `fn` then runs over the remaining steps."""
 
@@ -232,6 +252,15 @@ _ENTRIES: Sequence[Entry] = [
         ),
         cyclic,
     ),
+    Entry(
+        "hypergradient",
+        "Hypergradient descent: the LR itself learns online from the dot product of successive gradients "
+        "(steps that agree raise it, steps that oppose lower it). lr is the starting value.",
+        "Baydin et al., Online Learning Rate Adaptation with Hypergradient Descent, ICLR 2018, arXiv:1703.04782",
+        (Param("beta", "float", 1e-4, "β: the LR's own learning rate", gt=0.0, log=True),),
+        hypergradient,
+        {"online": HypergradientLR},
+    ),
     _entry(
         "uba",
         "UBA (unverified form): a budget-aware decay with one knob φ; φ = 2 is cosine, φ < 2 decays later, "
@@ -254,6 +283,7 @@ RULES = {
     "inverse-sqrt": "η·min(t/W, √(W/t)), t = step + 1",
     "polynomial": "η_min + (η − η_min)(1 − t/T)^p",
     "cyclic": "η_min + (η − η_min)·max(0, 1 − |t/s − 2c + 1|), c = ⌊1 + t/2s⌋ (÷2^(c−1) for triangular2)",
+    "hypergradient": "α_t = α_{t−1} + β·g_t·u_{t−1},  u_{t−1} = −Δθ_{t−1}/α_{t−1}  (online; g·g for SGD)",
     "uba": "u = 1 + cos(πt/T);  η_t = η_min + (η − η_min)·2u/(2φ + (2 − φ)u)  (unverified form)",
 }
 

@@ -161,7 +161,10 @@ def run(spec: RunSpec, sink: Sink, device: torch.device | None = None) -> Outcom
     log_test = hasattr(policy, "observe")  # adaptive policies log their sampling test's ratio every step
     schedule = SCHEDULES[spec.schedule.name].build
     schedule_params = params(spec.schedule)
+    online = SCHEDULES[spec.schedule.name].extra.get("online")  # an LR that learns from the gradients
+    adapter = online(spec.optimizer.lr, **schedule_params) if online else None
     base_lr = spec.optimizer.lr
+    peak_lr = last_lr = base_lr
     peaks = [group["lr"] for group in optimizer.param_groups]  # each group follows the schedule from its own peak
     state_bytes = 0.0
 
@@ -201,7 +204,9 @@ def run(spec: RunSpec, sink: Sink, device: torch.device | None = None) -> Outcom
         step = t + 1
         tic = time.perf_counter()
         size = policy.size_at(t, spec.steps)
-        lr = schedule(t, spec.steps, base_lr, **schedule_params) * policy.lr_factor(size)
+        if adapter is None:
+            peak_lr = schedule(t, spec.steps, base_lr, **schedule_params)
+        lr = peak_lr * policy.lr_factor(size)
         for group, peak in zip(optimizer.param_groups, peaks, strict=True):
             group["lr"] = peak * lr / base_lr
         x, y = batches.next(size)
@@ -222,7 +227,13 @@ def run(spec: RunSpec, sink: Sink, device: torch.device | None = None) -> Outcom
             else:
                 loss.backward()
         grad_l2, grad_l1 = flat.grad_norms()
+        if adapter is not None and t > 0 and flat.flat_grads:  # needs g_t · Δθ_{t−1} on the host: one sync
+            peak_lr = adapter.observe(float(torch.dot(flat.grad, flat.previous)), last_lr)
+            lr = peak_lr * policy.lr_factor(size)
+            for group, peak in zip(optimizer.param_groups, peaks, strict=True):
+                group["lr"] = peak * lr / base_lr
         flat.remember()
+        last_lr = lr  # the LR this update is taken with
         optimizer.step()
         update_l2, param_l2 = flat.update_and_param_norms()
         device_rows.append(torch.stack([loss.detach(), grad_l2, grad_l1, update_l2, param_l2]))
