@@ -59,7 +59,7 @@ def test_launch_watch_live_download_and_cancel(stack: Stack, worker, ui_url: str
     page.get_by_text("completed (500/500)").wait_for()
 
     # 2. The CSV from the page: 500 rows, every per-step metric filled.
-    with page.expect_download() as download:
+    with page.expect_download(timeout=60_000) as download:
         page.get_by_role("button", name="Download CSV of the watched runs").click()
     path = tmp_path / "runs.csv"
     download.value.save_as(path)

@@ -109,6 +109,7 @@ if watched:
     st.download_button(
         "Download CSV of the watched runs",
         data=lambda: csv_bytes(store, watched),
+        on_click="ignore",  # no rerun: the file is built when clicked, and the page stays as it is
         file_name=f"optimizer-lab-runs-{'-'.join(map(str, watched))}.csv",
         mime="text/csv",
         icon=":material/download:",

@@ -92,6 +92,7 @@ if a3.button("Clone", disabled=len(selected) != 1, width="stretch", help="open L
 a4.download_button(
     "Download CSV",
     data=lambda: csv_bytes(store, selected),
+    on_click="ignore",
     file_name="optimizer-lab-runs.csv",
     mime="text/csv",
     disabled=not selected,
