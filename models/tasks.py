@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import pairwise
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from workers.registry import Entry, Param, Registry
@@ -138,6 +139,47 @@ def digits_cnn(seed: int, channels: int) -> Problem:
     return Problem(model, as_x(x_tr), as_y(y_tr), as_x(x_va), as_y(y_va), F.cross_entropy, classification=True)
 
 
+TEXT_PATH = Path(__file__).parent / "data" / "public_domain.txt"  # shipped with this package: see its sources below
+TEXT_SOURCES = (
+    "Lincoln, Gettysburg Address (1863); Shakespeare, Sonnets 18, 116, 130 (1609) and Hamlet III.i; Dickens, "
+    "A Tale of Two Cities (1859); Austen, Pride and Prejudice (1813); the US Declaration of Independence (1776); "
+    "Melville, Moby-Dick (1851); Carroll, Alice's Adventures in Wonderland (1865): openings, all public domain"
+)
+
+
+def _text_windows(context: int) -> int:
+    n_train_chars = int(len(TEXT_PATH.read_text(encoding="utf-8")) * (1 - VAL_FRACTION))
+    return n_train_chars - context
+
+
+def charlm_transformer(seed: int, context: int, width: int, layers: int, heads: int) -> Problem:
+    """A small causal transformer predicting the next character; every window of `context` characters of the
+    training text is one example, and the loss is averaged over all its positions."""
+    import torch
+    from torch.nn import functional as F
+
+    text = TEXT_PATH.read_text(encoding="utf-8")
+    vocab = sorted(set(text))
+    ids = torch.tensor([vocab.index(c) for c in text], dtype=torch.long)
+    split = int(len(ids) * (1 - VAL_FRACTION))
+
+    def windows(part: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        starts = torch.arange(len(part) - context)
+        offsets = torch.arange(context + 1)
+        block = part[starts[:, None] + offsets[None, :]]
+        return block[:, :-1], block[:, 1:]
+
+    x_tr, y_tr = windows(ids[:split])
+    x_va, y_va = windows(ids[split:])
+    torch.manual_seed(seed)
+    model = _char_lm(len(vocab), context, width, layers, heads)
+
+    def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
+
+    return Problem(model, x_tr, y_tr, x_va, y_va, loss_fn, classification=True)
+
+
 MNIST1D_SIZE = 5000  # mnist1d's default: 4,000 training and 1,000 test sequences of length 40
 
 
@@ -195,6 +237,41 @@ def quadratic(seed: int, dim: int, condition_number: float, n_samples: int, nois
 
     t = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
     return Problem(model, t(x_tr), t(y_tr), t(x_va), t(y_va), half_mse, classification=False)
+
+
+def _check_heads(hyper: dict[str, Any]) -> list[tuple[str, str]]:
+    if hyper["width"] % hyper["heads"]:
+        return [("heads", f"must divide width ({hyper['width']}), got {hyper['heads']}")]
+    return []
+
+
+def _char_lm(vocab: int, context: int, width: int, layers: int, heads: int) -> nn.Module:
+    """Token + position embeddings, pre-norm causal transformer blocks, a linear head. The embeddings and the
+    head are marked `muon = False`: Muon is for hidden matrices only."""
+    import torch
+    from torch import nn
+
+    class CharLM(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Embedding(vocab, width)
+            self.position = nn.Parameter(torch.zeros(context, width))
+            block = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0, batch_first=True, norm_first=True)
+            self.blocks = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
+            self.norm = nn.LayerNorm(width)
+            self.head = nn.Linear(width, vocab)
+            self.mask: torch.Tensor
+            self.register_buffer("mask", nn.Transformer.generate_square_subsequent_mask(context), persistent=False)
+            for p in (self.embed.weight, self.position, self.head.weight):
+                p.muon = False  # type: ignore[attr-defined]
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            n = x.shape[1]
+            h = self.embed(x) + self.position[:n]
+            h = self.blocks(h, mask=self.mask[:n, :n], is_causal=True)
+            return self.head(self.norm(h))  # type: ignore[no-any-return]
+
+    return CharLM()
 
 
 def _hidden(default: int) -> Param:
@@ -262,6 +339,21 @@ _ENTRIES: Sequence[Entry] = [
         (_hidden(100),),
         mnist1d_mlp,
         {"train_size": lambda **p: _split_sizes(MNIST1D_SIZE)[0]},
+    ),
+    Entry(
+        "charlm-transformer",
+        "A small character-level transformer language model on public-domain English text shipped with Optimizer "
+        "Lab (about 6.7 kB: Lincoln, Shakespeare, Dickens, Austen, Melville, Carroll): compare Muon, LION and AdamW "
+        "on a transformer in minutes on a CPU. Accuracy is next-character accuracy.",
+        "Vaswani et al., Attention Is All You Need, 2017; text: " + TEXT_SOURCES,
+        (
+            Param("context", "int", 64, "characters per example", ge=2, le=512),
+            Param("width", "int", 64, "model width", ge=8, le=1024),
+            Param("layers", "int", 2, "transformer blocks", ge=1, le=12),
+            Param("heads", "int", 4, "attention heads (must divide width)", ge=1, le=16),
+        ),
+        charlm_transformer,
+        {"train_size": lambda **p: _text_windows(p["context"]), "check": _check_heads},
     ),
     Entry(
         "quadratic",

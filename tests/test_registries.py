@@ -10,7 +10,10 @@ from workers.optimizers import OPTIMIZERS
 from workers.schedules import SCHEDULES
 
 PINNED = {
-    "task": (TASKS, ["digits-mlp", "moons-mlp", "digits-logreg", "digits-cnn", "mnist1d-mlp", "quadratic"]),
+    "task": (
+        TASKS,
+        ["digits-mlp", "moons-mlp", "digits-logreg", "digits-cnn", "mnist1d-mlp", "charlm-transformer", "quadratic"],
+    ),
     "optimizer": (
         OPTIMIZERS,
         [

@@ -164,6 +164,12 @@ def test_uba_phi_shapes_and_the_chebyshev_identity() -> None:
         assert uba(t, 500, hi, phi=2 * hi / lo, min_lr=lo) == pytest.approx(cheb, rel=1e-12)
 
 
+def test_every_schedule_takes_a_warmup() -> None:
+    """A linear warm-up can precede any schedule (hypergradient learns its LR online instead)."""
+    for name, entry in SCHEDULES.items():
+        assert ("warmup_steps" in entry.defaults) == (name != "hypergradient"), name
+
+
 def test_any_schedule_can_be_preceded_by_a_warmup() -> None:
     plain = [step_decay(t, 50, 1.0, step_size=10, gamma=0.5) for t in range(50)]
     _, warmed = curve("step", 60, 1.0, {"step_size": 10, "gamma": 0.5, "warmup_steps": 10})

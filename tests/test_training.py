@@ -71,6 +71,7 @@ TASK_RECIPES = {  # task → (optimizer, steps) that brings the validation loss 
     "digits-cnn": ({"name": "adamw", "lr": 3e-3}, 100),
     "mnist1d-mlp": ({"name": "adamw", "lr": 3e-3}, 300),
     "quadratic": ({"name": "sgd", "lr": 0.5, "momentum": 0.9}, 100),
+    "charlm-transformer": ({"name": "adamw", "lr": 3e-3}, 60),
 }
 
 

@@ -79,10 +79,11 @@ class Combined:
 
 
 def muon_params(params: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """(Muon, AdamW) split: 2-D hidden weight matrices on Muon; biases and the output layer (the last 2-D
-    parameter in model order) on AdamW, as Keller Jordan's recipe prescribes."""
-    matrices = [i for i, p in enumerate(params) if p.ndim == 2]
-    hidden = set(matrices[:-1])
+    """(Muon, AdamW) split: 2-D hidden weight matrices on Muon; biases, the output layer (the last 2-D parameter
+    in model order) and anything a task marks `muon = False` (embeddings) on AdamW, as Keller Jordan prescribes."""
+    matrices = [i for i, p in enumerate(params) if p.ndim == 2 and getattr(p, "muon", True)]
+    marked = any(hasattr(p, "muon") for p in params)  # the task said which are not hidden: trust it
+    hidden = set(matrices if marked else matrices[:-1])
     return [p for i, p in enumerate(params) if i in hidden], [p for i, p in enumerate(params) if i not in hidden]
 
 

@@ -215,7 +215,7 @@ _ENTRIES: Sequence[Entry] = [
         ),
         warmup_stable_decay,
     ),
-    Entry(
+    _entry(
         "one-cycle",
         "Rise from lr/div_factor to lr over pct_start of the run, then anneal to lr/div_factor/final_div_factor "
         "(cosine phases, as torch's OneCycleLR).",

@@ -102,7 +102,7 @@ def evaluate(problem: Problem) -> dict[str, torch.Tensor]:
     out = problem.model(problem.x_val)
     result = {"val_loss": problem.loss_fn(out, problem.y_val)}
     if problem.classification:
-        result["val_accuracy"] = (out.argmax(dim=1) == problem.y_val).float().mean()
+        result["val_accuracy"] = (out.argmax(dim=-1) == problem.y_val).float().mean()  # classes last
     problem.model.train()
     return result
 
