@@ -7,6 +7,12 @@ once, checks them for divergence and hands them to the sink, which writes them i
 
 Step numbers in metrics are 1-based: step k is the k-th optimizer update; its loss and gradient are those of
 the batch that update used, its LR is the schedule's value for k − 1 steps taken.
+
+What some registry entries ask of the loop, by a flag in their `extra` (the loop never names an optimizer):
+`create_graph` (AdaHessian: keep the backward graph), `worker_grads` (1-bit Adam: one gradient per simulated
+worker's share of the batch), `train_eval` (schedule-free, DiLoCo/NoLoCo: switch to eval mode to validate);
+schedules may be `online` (hypergradient: the LR learns from g_t · Δθ_{t−1}); batch policies may `observe`
+per-sample gradients (adaptive batch size); optimizers may report `step_metrics` (dispersion, compression).
 """
 
 from __future__ import annotations
@@ -253,7 +259,8 @@ def run(spec: RunSpec, sink: Sink, device: torch.device | None = None) -> Outcom
         toc = time.perf_counter()
         host_rows.append((step, lr, size, samples_seen, toc - tic, toc - start, state_bytes, policy.statistic))
 
-        if step == spec.steps or len(device_rows) >= settings.flush_steps or toc - last_flush >= settings.flush_seconds:
+        due = len(device_rows) >= settings.flush_steps or toc - last_flush >= settings.flush_seconds
+        if step == 1 or step == spec.steps or due:  # the first step at once: a new run shows a point right away
             outcome = flush()
             if outcome is not None:
                 return outcome
