@@ -12,6 +12,7 @@ from app.ui import component_form, get_store, widget_value
 from db.store import Store
 from models.tasks import TASKS
 from workers.batching import BATCH_POLICIES
+from workers.celery_app import QueueUnavailable, submit  # imported with the page, not on the first click
 from workers.optimizers import OPTIMIZERS
 from workers.schedules import SCHEDULES, curve
 from workers.spec import COMPONENTS, FieldError, RunSpec, SpecError, parse_spec
@@ -111,8 +112,6 @@ if launched:
     if spec is None:
         side.error("Nothing was queued: fix the fields listed above first.")
     else:
-        from workers.celery_app import QueueUnavailable, submit
-
         try:
             run_id = submit(store, spec)
         except QueueUnavailable as exc:
