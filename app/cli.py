@@ -64,6 +64,41 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return _wait(store, run_id, args.timeout)
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from workers.celery_app import QueueUnavailable, submit
+    from workers.sweep import build, load_sweep
+
+    try:
+        text = sys.stdin.read() if args.spec == "-" else Path(args.spec).read_text()
+    except OSError as exc:
+        print(f"error: sweep: cannot read {args.spec}: {exc.strerror}", file=sys.stderr)
+        return 2
+    try:
+        sweep = load_sweep(text)
+        specs = build(sweep)
+    except SpecError as exc:
+        for error in exc.errors:
+            print(f"error: {error}", file=sys.stderr)
+        print("nothing was queued", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        for spec in specs:
+            print(spec.name)
+        print(f"{len(specs)} runs (dry run: nothing queued)", file=sys.stderr)
+        return 0
+    store = _store()
+    sweep_id = store.create_sweep(sweep.name, sweep.model_dump(mode="json"))
+    try:
+        for spec in specs:
+            submit(store, spec, sweep_id)
+    except QueueUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(sweep_id)
+    print(f"sweep {sweep_id}: {len(specs)} runs queued", file=sys.stderr)
+    return 0
+
+
 def _wait(store: Store, run_id: int, timeout: float | None) -> int:
     deadline = None if timeout is None else time.monotonic() + timeout
     settings = get_settings()
@@ -158,6 +193,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="wait for the end; exit 0 only if the run completes")
     p.add_argument("--timeout", type=float, default=None, help="with --wait: give up after this many seconds")
     p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("sweep", help="expand a sweep (grid and random ranges over any field) and queue its runs")
+    p.add_argument("spec", help="path to a YAML or JSON sweep, or - for stdin")
+    p.add_argument("--dry-run", action="store_true", help="validate and list the runs; queue nothing")
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("status", help="list runs, or show one")
     p.add_argument("run_id", nargs="?", type=int)

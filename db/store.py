@@ -26,7 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from db.engine import get_engine
-from db.tables import MetricValue, Run
+from db.tables import MetricValue, Run, Sweep
 
 ACTIVE = ("queued", "running")
 FINISHED = ("completed", "failed", "diverged", "cancelled")
@@ -48,6 +48,7 @@ class RunInfo:
     progress: int
     cancel_requested: bool
     error: str | None
+    sweep_id: int | None = None
 
     @property
     def steps(self) -> int:
@@ -74,7 +75,7 @@ class RunInfo:
 def _info(row: Run) -> RunInfo:
     return RunInfo(
         row.id, row.name, row.status, dict(row.spec), row.created_at, row.started_at, row.finished_at,
-        row.heartbeat_at, row.worker, row.device, row.progress, row.cancel_requested, row.error,
+        row.heartbeat_at, row.worker, row.device, row.progress, row.cancel_requested, row.error, row.sweep_id,
     )  # fmt: skip
 
 
@@ -102,7 +103,14 @@ class Store:
 
     # --- runs ---------------------------------------------------------------------------------------------
 
-    def create_run(self, name: str, spec: Mapping[str, Any]) -> int:
+    def create_sweep(self, name: str, spec: Mapping[str, Any]) -> int:
+        with self.session() as s:
+            row = Sweep(name=name, spec=dict(spec), created_at=time.time())
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def create_run(self, name: str, spec: Mapping[str, Any], sweep_id: int | None = None) -> int:
         with self.session() as s:
             row = Run(
                 name=name,
@@ -110,6 +118,7 @@ class Store:
                 spec=dict(spec),
                 created_at=time.time(),
                 progress=0,
+                sweep_id=sweep_id,
             )
             row.cancel_requested = False
             s.add(row)
@@ -121,9 +130,13 @@ class Store:
             row = s.get(Run, run_id)
             return _info(row) if row else None
 
-    def list_runs(self, statuses: Sequence[str] | None = None, ids: Sequence[int] | None = None) -> list[RunInfo]:
+    def list_runs(
+        self, statuses: Sequence[str] | None = None, ids: Sequence[int] | None = None, sweep_id: int | None = None
+    ) -> list[RunInfo]:
         """Newest first."""
         query = select(Run).order_by(Run.id.desc())
+        if sweep_id is not None:
+            query = query.where(Run.sweep_id == sweep_id)
         if statuses:
             query = query.where(Run.status.in_(statuses))
         if ids is not None:

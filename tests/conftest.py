@@ -48,13 +48,14 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):  # ty
 
 def reset_database(url: str) -> None:
     """Empty a shared database (PostgreSQL) and migrate it from scratch."""
-    from sqlalchemy import text
+    from sqlalchemy import MetaData
 
     from db.engine import get_engine
 
-    with get_engine(url).begin() as conn:
-        for table in ("metrics", "runs", "alembic_version"):
-            conn.execute(text(f"DROP TABLE IF EXISTS {table} CASCADE"))
+    engine = get_engine(url)
+    existing = MetaData()
+    existing.reflect(engine)  # every table, whatever migration left it
+    existing.drop_all(engine)
     upgrade(url)
 
 

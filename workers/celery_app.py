@@ -38,12 +38,12 @@ class QueueUnavailable(RuntimeError):
     pass
 
 
-def submit(store: Store, spec: RunSpec) -> int:
+def submit(store: Store, spec: RunSpec, sweep_id: int | None = None) -> int:
     """Record the run as queued, then send its id to the queue for its device.
 
     If the broker cannot be reached the run is marked failed with the reason (never left queued forever).
     """
-    run_id = store.create_run(spec.name, spec.model_dump(mode="json"))
+    run_id = store.create_run(spec.name, spec.model_dump(mode="json"), sweep_id)
     try:
         app.send_task(TRAIN_TASK, args=[run_id], queue=spec.device)
     except Exception as exc:  # kombu raises several connection error types

@@ -1,0 +1,149 @@
+"""Sweeps: a run spec with lists (a grid) and ranges (random samples) on any field, expanded into run specs.
+
+```yaml
+name: lr-x-batch
+base: {task: digits-mlp, optimizer: adamw, schedule: warmup-cosine, steps: 300}
+grid:                       # every combination
+  optimizer.lr: [0.001, 0.003, 0.01]
+  batch.size: [32, 128]
+  seed: [0, 1]
+random:                     # `samples` draws per grid point
+  optimizer.weight_decay: {low: 0.0001, high: 0.1, scale: log}
+samples: 4
+```
+
+Fields are dotted paths into the run spec. Setting a component's name (`optimizer.name: [sgd, adam]`) starts
+that component afresh, so one optimizer's hyper-parameters never leak into another's. Every expanded spec is
+validated before anything is queued; an error names the run and the field.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+import random
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from workers.spec import COMPONENTS, FieldError, RunSpec, SpecError, parse_spec
+
+MAX_RUNS = 1000
+
+
+class Range(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    low: float = Field(allow_inf_nan=False)
+    high: float = Field(allow_inf_nan=False)
+    scale: Literal["linear", "log"] = "linear"
+    integer: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if self.high < self.low:
+            raise ValueError(f"high ({self.high:g}) is below low ({self.low:g})")
+        if self.scale == "log" and self.low <= 0:
+            raise ValueError(f"a log scale needs low > 0, got {self.low:g}")
+        return self
+
+    def draw(self, rng: random.Random) -> float | int:
+        if self.scale == "log":
+            value = math.exp(rng.uniform(math.log(self.low), math.log(self.high)))
+        else:
+            value = rng.uniform(self.low, self.high)
+        return round(value) if self.integer else value
+
+
+class SweepSpec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field("sweep", min_length=1, max_length=200)
+    base: dict[str, Any]
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    random: dict[str, Range] = Field(default_factory=dict)
+    samples: int = Field(1, ge=1, description="random draws per grid point")
+    sampler_seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _non_empty_lists(self) -> SweepSpec:
+        for path, values in self.grid.items():
+            if not values:
+                raise ValueError(f"grid.{path} is an empty list")
+        return self
+
+    @property
+    def size(self) -> int:
+        return math.prod(len(v) for v in self.grid.values()) * (self.samples if self.random else 1)
+
+
+def _set(data: dict[str, Any], path: str, value: Any) -> None:
+    head, _, rest = path.partition(".")
+    if not rest:
+        data[head] = value
+        return
+    node = data.get(head)
+    if isinstance(node, str):  # `task: digits-mlp` shorthand
+        node = {"name": node}
+    if rest == "name" and head in COMPONENTS:
+        data[head] = {"name": value}  # a new component starts from its own defaults
+        return
+    node = dict(node or {})
+    _set(node, rest, value)
+    data[head] = node
+
+
+def _label(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def expand(sweep: SweepSpec) -> list[dict[str, Any]]:
+    """The run specs (dicts, not yet validated) in a stable order: grid points in order, then random draws."""
+    if sweep.size > MAX_RUNS:
+        raise SpecError([FieldError("grid", f"{sweep.size} runs is more than the {MAX_RUNS} a sweep may hold")])
+    rng = random.Random(sweep.sampler_seed)
+    # component names first, so `optimizer.name` does not wipe an `optimizer.lr` set in the same point
+    paths = sorted(sweep.grid, key=lambda p: not p.endswith(".name"))
+    runs = []
+    for point in itertools.product(*(sweep.grid[p] for p in paths)):
+        for _ in range(sweep.samples if sweep.random else 1):
+            data = copy.deepcopy(sweep.base)
+            chosen = dict(zip(paths, point, strict=True))
+            chosen.update({path: r.draw(rng) for path, r in sweep.random.items()})
+            for path in sorted(chosen, key=lambda p: not p.endswith(".name")):
+                _set(data, path, chosen[path])
+            shown = ", ".join(f"{p.split('.')[-1] if p.endswith('.lr') else p}={_label(v)}" for p, v in chosen.items())
+            data["name"] = f"{sweep.name} [{shown}]" if shown else sweep.name
+            runs.append(data)
+    return runs
+
+
+def build(sweep: SweepSpec) -> list[RunSpec]:
+    """Expand and validate every run; one SpecError lists every invalid run by number and field."""
+    specs: list[RunSpec] = []
+    errors: list[FieldError] = []
+    for i, data in enumerate(expand(sweep), start=1):
+        try:
+            specs.append(parse_spec(data))
+        except SpecError as exc:
+            errors.extend(FieldError(f"run {i} ({data['name']}): {e.field}", e.message) for e in exc.errors)
+    if errors:
+        raise SpecError(errors)
+    return specs
+
+
+def load_sweep(text: str) -> SweepSpec:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError([FieldError("sweep", f"not valid YAML or JSON: {exc}")]) from None
+    if not isinstance(data, dict):
+        raise SpecError([FieldError("sweep", "expected a mapping with base, grid and/or random")])
+    try:
+        return SweepSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(
+            [FieldError(".".join(str(p) for p in e["loc"]) or "sweep", e["msg"]) for e in exc.errors()]
+        ) from None
