@@ -9,14 +9,16 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from db.store import FINISHED, RunInfo, Store
 from workers.settings import get_settings
 from workers.spec import SpecError, load_spec
 
 REGISTRY_NAMES = ("optimizers", "schedules", "batch-policies", "tasks")
+T = TypeVar("T")
 
 
 def _store() -> Store:
@@ -37,21 +39,26 @@ def _fmt_run(run: RunInfo) -> str:
     )
 
 
-def cmd_submit(args: argparse.Namespace) -> int:
-    from workers.celery_app import QueueUnavailable, submit
-
+def _parse(path: str, what: str, parse: Callable[[str], T]) -> T:
+    """Read a spec file (or stdin for -) and parse it; on any problem print field-named errors and exit 2."""
     try:
-        text = sys.stdin.read() if args.spec == "-" else Path(args.spec).read_text()
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
     except OSError as exc:
-        print(f"error: spec: cannot read {args.spec}: {exc.strerror}", file=sys.stderr)
-        return 2
+        print(f"error: {what}: cannot read {path}: {exc.strerror}", file=sys.stderr)
+        raise SystemExit(2) from None
     try:
-        spec = load_spec(text)
+        return parse(text)
     except SpecError as exc:
         for error in exc.errors:
             print(f"error: {error}", file=sys.stderr)
         print("nothing was queued", file=sys.stderr)
-        return 2
+        raise SystemExit(2) from None
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from workers.celery_app import QueueUnavailable, submit
+
+    spec = _parse(args.spec, "spec", load_spec)
     store = _store()
     try:
         run_id = submit(store, spec)
@@ -66,21 +73,14 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from workers.celery_app import QueueUnavailable, submit
-    from workers.sweep import build, load_sweep
+    from workers.spec import RunSpec
+    from workers.sweep import SweepSpec, build, load_sweep
 
-    try:
-        text = sys.stdin.read() if args.spec == "-" else Path(args.spec).read_text()
-    except OSError as exc:
-        print(f"error: sweep: cannot read {args.spec}: {exc.strerror}", file=sys.stderr)
-        return 2
-    try:
+    def expand(text: str) -> tuple[SweepSpec, list[RunSpec]]:
         sweep = load_sweep(text)
-        specs = build(sweep)
-    except SpecError as exc:
-        for error in exc.errors:
-            print(f"error: {error}", file=sys.stderr)
-        print("nothing was queued", file=sys.stderr)
-        return 2
+        return sweep, build(sweep)
+
+    sweep, specs = _parse(args.spec, "sweep", expand)
     if args.dry_run:
         for spec in specs:
             print(spec.name)
