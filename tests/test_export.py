@@ -42,9 +42,8 @@ def test_rows_columns_and_values_round_trip_through_pandas(two_runs: tuple[Store
     assert row3["loss"] == pytest.approx(1 / 3) and row3["val_accuracy"] == 0.75 and row3["grad_l2"] == math.inf
     assert row3["optimizer.lr"] == 0.1 and row3["optimizer.name"] == "sgd" and row3["task.name"] == "moons-mlp"
     assert math.isnan(frame[(frame.run_id == a) & (frame.step == 1)].iloc[0]["val_loss"])  # not measured: empty
-    assert math.isnan(
-        frame[(frame.run_id == b)].iloc[0]["optimizer.momentum"] if "optimizer.momentum" in frame else math.nan
-    )
+    assert frame[frame.run_id == a].iloc[0]["optimizer.momentum"] == 0.9  # sgd's own hyper-parameter ...
+    assert math.isnan(frame[frame.run_id == b].iloc[0]["optimizer.momentum"])  # ... is an empty cell for adam
 
 
 def test_measured_nan_and_unmeasured_cells_differ_in_the_file(two_runs: tuple[Store, int, int]) -> None:

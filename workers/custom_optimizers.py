@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -73,9 +73,6 @@ class Combined:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for i, opt in enumerate(self.optimizers):
             opt.load_state_dict(state[str(i)])
-
-    def __iter__(self) -> Iterator[Optimizer]:
-        return iter(self.optimizers)
 
 
 def muon_params(params: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -250,18 +247,21 @@ class LocalReplicas:
         self.live = [clone() for _ in range(replicas)]  # φ_k: each replica's weights
         self.anchor = [clone() for _ in range(replicas)]  # θ̃_k (NoLoCo); DiLoCo's θ is anchor[0]
         self.momentum = [[torch.zeros_like(p) for p in self.params] for _ in range(replicas)]
-        self.inner = [torch.optim.AdamW(self.params, lr=lr, weight_decay=weight_decay) for _ in range(replicas)]
+        # one AdamW per replica over the same (swapped) parameters; Combined exposes their groups to the schedule
+        self.inner = Combined(
+            *[torch.optim.AdamW(self.params, lr=lr, weight_decay=weight_decay) for _ in range(replicas)]
+        )
         self.current, self.loop_steps, self.outer_steps = 0, 0, 0
         self.evaluating = False
 
     @property
     def param_groups(self) -> list[dict[str, Any]]:
-        return [group for opt in self.inner for group in opt.param_groups]
+        return self.inner.param_groups
 
     @property
     def state(self) -> dict[Any, Any]:
         state: dict[Any, Any] = {}
-        for i, opt in enumerate(self.inner):
+        for i, opt in enumerate(self.inner.optimizers):  # keyed by replica: they share parameter objects
             state.update({(i, id(p)): s for p, s in opt.state.items()})
         for name in ("live", "anchor", "momentum"):
             for i, tensors in enumerate(getattr(self, name)):
@@ -276,7 +276,7 @@ class LocalReplicas:
 
     @torch.no_grad()
     def step(self) -> None:
-        self.inner[self.current].step()
+        self.inner.optimizers[self.current].step()
         self._save(self.live[self.current])
         self.loop_steps += 1
         self.current = self.loop_steps % self.k
@@ -335,19 +335,18 @@ class LocalReplicas:
         return {"replica_dispersion": (flat - flat.mean(0)).norm(dim=1).mean()}
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        self.inner[0].zero_grad(set_to_none=set_to_none)
+        self.inner.zero_grad(set_to_none=set_to_none)
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "inner": [opt.state_dict() for opt in self.inner],
+            "inner": self.inner.state_dict(),
             "live": self.live, "anchor": self.anchor, "momentum": self.momentum,
             "counters": (self.current, self.loop_steps, self.outer_steps),
             "generator": self.generator.get_state(),
         }  # fmt: skip
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for opt, s in zip(self.inner, state["inner"], strict=True):
-            opt.load_state_dict(s)
+        self.inner.load_state_dict(state["inner"])
         for name in ("live", "anchor", "momentum"):
             for mine, theirs in zip(getattr(self, name), state[name], strict=True):
                 torch._foreach_copy_(mine, theirs)
