@@ -72,7 +72,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from workers.celery_app import QueueUnavailable, submit
+    from workers.celery_app import QueueUnavailable, submit_sweep
     from workers.spec import RunSpec
     from workers.sweep import SweepSpec, build, load_sweep
 
@@ -87,10 +87,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"{len(specs)} runs (dry run: nothing queued)", file=sys.stderr)
         return 0
     store = _store()
-    sweep_id = store.create_sweep(sweep.name, sweep.model_dump(mode="json"))
     try:
-        for spec in specs:
-            submit(store, spec, sweep_id)
+        sweep_id = submit_sweep(store, sweep.name, sweep.model_dump(mode="json"), specs)
     except QueueUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -1,7 +1,8 @@
 """Every query Optimizer Lab makes. The UI, the CLI and the worker talk to the database only through `Store`.
 
 Contract (tested on SQLite and PostgreSQL by tests/test_store.py):
-- a run moves queued → running → completed | failed | diverged | cancelled, and never back;
+- a run moves queued → running → completed | failed | diverged | cancelled | stopped (early, by its sweep's
+  rule), and never back, except that `requeue` explicitly resets a finished run (and drops its metrics);
 - `claim` is atomic: of two workers handed the same run, one gets it; a run whose worker stopped sending
   heartbeats can be claimed again (a redelivered message) or is marked failed by `mark_lost_runs`;
 - metric writes are idempotent on (run, metric, step) and keep NaN and ±inf;
@@ -29,8 +30,9 @@ from db.engine import get_engine
 from db.tables import MetricValue, Run, Sweep
 
 ACTIVE = ("queued", "running")
-FINISHED = ("completed", "failed", "diverged", "cancelled")
+FINISHED = ("completed", "failed", "diverged", "cancelled", "stopped")
 STATUSES = ACTIVE + FINISHED
+RERUNNABLE = ("failed", "diverged", "cancelled", "stopped")
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,14 @@ class RunInfo:
         return (self.finished_at or time.time()) - self.started_at
 
 
+@dataclass(frozen=True)
+class SweepInfo:
+    id: int
+    name: str
+    spec: dict[str, Any]
+    created_at: float
+
+
 def _info(row: Run) -> RunInfo:
     return RunInfo(
         row.id, row.name, row.status, dict(row.spec), row.created_at, row.started_at, row.finished_at,
@@ -109,6 +119,26 @@ class Store:
             s.add(row)
             s.flush()
             return row.id
+
+    def get_sweep(self, sweep_id: int) -> SweepInfo | None:
+        with self.session() as s:
+            row = s.get(Sweep, sweep_id)
+            return SweepInfo(row.id, row.name, dict(row.spec), row.created_at) if row else None
+
+    def list_sweeps(self) -> list[SweepInfo]:
+        """Newest first."""
+        with self.session() as s:
+            rows = s.scalars(select(Sweep).order_by(Sweep.id.desc()))
+            return [SweepInfo(r.id, r.name, dict(r.spec), r.created_at) for r in rows]
+
+    def sweep_counts(self) -> dict[int, dict[str, int]]:
+        """Per sweep: the number of its runs in each status."""
+        query = select(Run.sweep_id, Run.status, func.count()).where(Run.sweep_id.is_not(None))
+        with self.engine.connect() as conn:
+            out: dict[int, dict[str, int]] = {}
+            for sweep_id, status, count in conn.execute(query.group_by(Run.sweep_id, Run.status)):
+                out.setdefault(sweep_id, {})[status] = count
+            return out
 
     def create_run(self, name: str, spec: Mapping[str, Any], sweep_id: int | None = None) -> int:
         with self.session() as s:
@@ -200,6 +230,24 @@ class Store:
                 row.cancel_requested = True
             return row.status
 
+    def requeue(self, run_ids: Iterable[int]) -> list[int]:
+        """Reset finished runs that did not complete (failed, cancelled, diverged, stopped) to `queued`, dropping
+        their metrics, so they can be submitted again. Returns the ids that were reset."""
+        ids = list(run_ids)
+        with self.session() as s:
+            reset = list(s.scalars(select(Run.id).where(Run.id.in_(ids), Run.status.in_(RERUNNABLE))))
+            if reset:
+                s.execute(delete(MetricValue).where(MetricValue.run_id.in_(reset)))
+                s.execute(
+                    update(Run)
+                    .where(Run.id.in_(reset))
+                    .values(
+                        status="queued", error=None, progress=0, started_at=None, finished_at=None,
+                        heartbeat_at=None, worker=None, device=None, cancel_requested=False, created_at=time.time(),
+                    )  # fmt: skip
+                )
+            return reset
+
     def delete_runs(self, run_ids: Iterable[int]) -> int:
         ids = list(run_ids)
         with self.session() as s:
@@ -275,6 +323,18 @@ class Store:
             frame = pd.DataFrame(conn.execute(query).all(), columns=["run_id", "step", "metric", "value"])
         frame["value"] = frame["value"].astype("float64")  # NULL (stored NaN) → NaN
         return frame
+
+    def window_means(self, sweep_id: int, metric: str, lo: int, hi: int) -> dict[int, float]:
+        """For each run of the sweep that has reached step `hi`: the mean of `metric` over steps (lo, hi]."""
+        reached = select(Run.id).where(Run.sweep_id == sweep_id, Run.progress >= hi)
+        query = (
+            select(MetricValue.run_id, func.avg(MetricValue.value))
+            .where(MetricValue.metric == metric, MetricValue.step > lo, MetricValue.step <= hi)
+            .where(MetricValue.run_id.in_(reached))
+            .group_by(MetricValue.run_id)
+        )
+        with self.engine.connect() as conn:
+            return {rid: math.nan if v is None else float(v) for rid, v in conn.execute(query)}
 
     def metric_names(self, run_ids: Sequence[int]) -> list[str]:
         query = select(MetricValue.metric).where(MetricValue.run_id.in_(run_ids)).distinct()

@@ -80,6 +80,8 @@ def test_an_invalid_run_names_its_number_and_field() -> None:
         ("base: {}\ngrid:\n  seed: []\n", "sweep"),
         ("grid: {seed: [1]}\n", "base"),
         ("base: {}\nsamples: 0\n", "samples"),
+        ("base: {}\nearly_stopping: {rule: hyperband}\n", "early_stopping.rule"),
+        ("base: {}\nearly_stopping: {rule: asha, reduction_factor: 1}\n", "early_stopping.reduction_factor"),
     ],
 )
 def test_bad_sweeps_name_the_field(text: str, field: str) -> None:

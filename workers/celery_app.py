@@ -6,6 +6,9 @@ with a GPU consumes `cuda,auto`; a worker without one consumes `cpu,auto` (see w
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from celery import Celery
 
 from db.store import Store
@@ -44,10 +47,31 @@ def submit(store: Store, spec: RunSpec, sweep_id: int | None = None) -> int:
     If the broker cannot be reached the run is marked failed with the reason (never left queued forever).
     """
     run_id = store.create_run(spec.name, spec.model_dump(mode="json"), sweep_id)
+    enqueue(store, run_id, spec.device)
+    return run_id
+
+
+def enqueue(store: Store, run_id: int, device: str) -> None:
+    """Send a queued run's id to the queue for its device (a new run, or one `Store.requeue` reset)."""
     try:
-        app.send_task(TRAIN_TASK, args=[run_id], queue=spec.device)
+        app.send_task(TRAIN_TASK, args=[run_id], queue=device)
     except Exception as exc:  # kombu raises several connection error types
         message = f"could not reach the queue at {app.conf.broker_url}: {exc}"
         store.finish(run_id, "failed", message)
         raise QueueUnavailable(message) from exc
-    return run_id
+
+
+def submit_sweep(store: Store, name: str, spec: dict[str, Any], runs: Sequence[RunSpec]) -> int:
+    """Record the sweep and queue its runs (already expanded and validated). Returns the sweep id."""
+    sweep_id = store.create_sweep(name, spec)
+    for run in runs:
+        submit(store, run, sweep_id)
+    return sweep_id
+
+
+def rerun(store: Store, run_ids: Sequence[int]) -> list[int]:
+    """Reset the runs that did not complete and queue them again. Returns the ids queued."""
+    reset = store.requeue(run_ids)
+    for run in store.list_runs(ids=reset):
+        enqueue(store, run.id, run.spec.get("device", "auto"))
+    return reset

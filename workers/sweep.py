@@ -10,6 +10,10 @@ grid:                       # every combination
 random:                     # `samples` draws per grid point
   optimizer.weight_decay: {low: 0.0001, high: 0.1, scale: log}
 samples: 4
+early_stopping:             # optional: median or asha (see workers/early_stopping.py)
+  rule: asha
+  metric: loss
+  grace_steps: 30
 ```
 
 Fields are dotted paths into the run spec. Setting a component's name (`optimizer.name: [sgd, adam]`) starts
@@ -28,6 +32,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from workers.early_stopping import EarlyStopping
 from workers.spec import COMPONENTS, FieldError, RunSpec, SpecError, parse_spec
 
 MAX_RUNS = 1000
@@ -66,6 +71,7 @@ class SweepSpec(BaseModel):
     random: dict[str, Range] = Field(default_factory=dict)
     samples: int = Field(1, ge=1, description="random draws per grid point")
     sampler_seed: int = Field(0, ge=0)
+    early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
 
     @model_validator(mode="after")
     def _non_empty_lists(self) -> SweepSpec:

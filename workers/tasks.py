@@ -13,6 +13,7 @@ from celery import signals
 from db.store import Store, worker_name
 from models.tasks import TASKS
 from workers.celery_app import TRAIN_TASK, app
+from workers.early_stopping import EarlyStopping, decide
 from workers.settings import get_settings
 from workers.spec import parse_spec
 
@@ -20,16 +21,40 @@ log = logging.getLogger(__name__)
 shutting_down = threading.Event()
 
 
+class SweepJudge:
+    """Applies a sweep's early-stopping rule to one of its runs at each checkpoint the run has passed."""
+
+    def __init__(self, store: Store, run_id: int, sweep_id: int, config: EarlyStopping, steps: int) -> None:
+        self.store, self.run_id, self.sweep_id, self.config = store, run_id, sweep_id, config
+        self._pending = list(config.checkpoints(steps))
+
+    def __call__(self, progress: int) -> str | None:
+        """The reason to stop, once `progress` has passed a checkpoint whose rule says so; else None."""
+        while self._pending and self._pending[0] <= progress:
+            step = self._pending.pop(0)
+            lo, hi = self.config.window(step)
+            means = self.store.window_means(self.sweep_id, self.config.metric, lo, hi)
+            own = means.pop(self.run_id, None)
+            if own is None:
+                continue
+            reason = decide(self.config, step, own, list(means.values()))
+            if reason:
+                return reason
+        return None
+
+
 class StoreSink:
     """Writes each flush in one transaction on a background thread, so training never waits on the database.
 
-    The write's answer (did someone press cancel?) is what `should_stop` reports at the next flush. A failed
-    write is raised in the training thread at the next `write`, or by `close`, which waits for the last one.
+    The write's answer (did someone press cancel? did the sweep's early-stopping rule say stop?) is what
+    `should_stop` reports at the next flush. A failed write is raised in the training thread at the next
+    `write`, or by `close`, which waits for the last one.
     """
 
-    def __init__(self, store: Store, run_id: int) -> None:
-        self.store, self.run_id = store, run_id
+    def __init__(self, store: Store, run_id: int, judge: SweepJudge | None = None) -> None:
+        self.store, self.run_id, self.judge = store, run_id, judge
         self.cancel_requested = False
+        self.stop_reason: str | None = None
         self._pending: queue.Queue[Sequence[tuple[int, str, float]] | None] = queue.Queue()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._drain, name=f"metrics-run-{run_id}", daemon=True)
@@ -46,6 +71,8 @@ class StoreSink:
                 batch.extend(more)
             try:
                 self.cancel_requested = self.store.record(self.run_id, batch)
+                if self.judge is not None and batch and self.stop_reason is None:
+                    self.stop_reason = self.judge(max(step for step, _, _ in batch))
             except BaseException as exc:  # surfaced in the training thread
                 self._error = exc
                 return
@@ -59,7 +86,7 @@ class StoreSink:
         self._pending.put(rows)
 
     def should_stop(self) -> bool:
-        return self.cancel_requested or shutting_down.is_set()
+        return self.cancel_requested or self.stop_reason is not None or shutting_down.is_set()
 
     def close(self) -> None:
         """Wait until every written row is in the database."""
@@ -70,6 +97,14 @@ class StoreSink:
 
 def get_store() -> Store:
     return Store.from_url(get_settings().database_url)
+
+
+def _judge(store: Store, sweep_id: int | None, run_id: int, steps: int) -> SweepJudge | None:
+    sweep = store.get_sweep(sweep_id) if sweep_id is not None else None
+    if sweep is None:
+        return None
+    config = EarlyStopping.model_validate(sweep.spec.get("early_stopping") or {})
+    return SweepJudge(store, run_id, sweep.id, config, steps) if config.rule != "none" else None
 
 
 @app.task(name=TRAIN_TASK)
@@ -88,7 +123,7 @@ def train(run_id: int) -> str:
         return "failed"
     if store.claim(run_id, worker_name(), str(device), settings.heartbeat_timeout_s) is None:
         return "skipped"  # cancelled while queued, finished, or running on a live worker
-    sink = StoreSink(store, run_id)
+    sink = StoreSink(store, run_id, _judge(store, spec_row.sweep_id, run_id, spec.steps))
     try:
         try:
             outcome = training.run(spec, sink, device)
@@ -98,6 +133,9 @@ def train(run_id: int) -> str:
         log.exception("run %s failed", run_id)
         store.finish(run_id, "failed", f"{type(exc).__name__}: {exc}")
         return "failed"
+    if outcome.status == "cancelled" and sink.stop_reason and not sink.cancel_requested:
+        store.finish(run_id, "stopped", f"stopped early at step {outcome.steps}: {sink.stop_reason}")
+        return "stopped"
     if outcome.status == "cancelled" and not sink.cancel_requested:
         store.finish(run_id, "failed", f"the worker shut down at step {outcome.steps} of {spec.steps}")
         return "failed"
