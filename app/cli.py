@@ -149,16 +149,33 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from app.export import write_csv
+    from app import export
 
     store = _store()
-    ids = [r.id for r in store.list_runs()] if args.all else args.run
+    if args.sweep is not None:
+        if store.get_sweep(args.sweep) is None:
+            print(f"error: --sweep: no sweep {args.sweep}", file=sys.stderr)
+            return 2
+        ids = [r.id for r in store.list_runs(sweep_id=args.sweep)]
+    else:
+        ids = [r.id for r in store.list_runs()] if args.all else args.run
     missing = sorted(set(ids) - {r.id for r in store.list_runs(ids=ids)})
     if missing:
         print(f"error: --run: no run {', '.join(map(str, missing))}", file=sys.stderr)
         return 2
-    with open(args.output, "w", newline="", encoding="utf-8") as out:
-        rows = write_csv(store, ids, out)
+    parquet = args.output.endswith(".parquet")
+    if args.summary:  # one row per run
+        frame = export.summary_frame(store, ids, (args.target_metric, args.target) if args.target is not None else None)
+        Path(args.output).write_bytes(export.parquet_bytes(frame) if parquet else export.frame_csv_bytes(frame))
+        rows = len(frame)
+    elif parquet:  # the long table
+        frame = export.long_frame(store, ids)
+        Path(args.output).write_bytes(export.parquet_bytes(frame))
+        rows = len(frame)
+    else:  # CSV, streamed one run at a time: long for a sweep, one row per step for runs
+        write = export.write_long_csv if args.sweep is not None else export.write_csv
+        with open(args.output, "w", newline="", encoding="utf-8") as out:
+            rows = write(store, ids, out)
     print(f"wrote {rows} rows for {len(ids)} run(s) to {args.output}")
     return 0
 
@@ -205,11 +222,20 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("run_id", type=int)
     p.set_defaults(func=cmd_cancel)
 
-    p = sub.add_parser("export", help="write runs as CSV (one row per run and step)")
+    p = sub.add_parser(
+        "export",
+        help="write runs as CSV or Parquet",
+        description="Runs (--run/--all): one row per run and step, a column per metric. A sweep (--sweep): the "
+        "long table, one row per run, step and metric. --summary: one row per run. FILE.parquet writes Parquet.",
+    )
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--run", type=int, nargs="+", metavar="ID", help="run ids")
     group.add_argument("--all", action="store_true", help="every run")
-    p.add_argument("-o", "--output", required=True, help="FILE.csv")
+    group.add_argument("--sweep", type=int, metavar="ID", help="every run of a sweep (long table)")
+    p.add_argument("--summary", action="store_true", help="one row per run: spec, final and best metrics, status")
+    p.add_argument("--target", type=float, help="with --summary: when each run first reached this value")
+    p.add_argument("--target-metric", default="loss", help="the metric --target applies to (default: loss)")
+    p.add_argument("-o", "--output", required=True, help="FILE.csv or FILE.parquet")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("list", help="print a registry: name, description, paper, defaults")

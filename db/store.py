@@ -89,6 +89,11 @@ def _info(row: Run) -> RunInfo:
     )  # fmt: skip
 
 
+def higher_is_better(metric: str) -> bool:
+    """Accuracies are better high; every other metric a run is ranked by (losses) is better low."""
+    return metric.endswith("accuracy")
+
+
 def _encode(value: float) -> float | None:
     return None if math.isnan(value) else value
 
@@ -137,7 +142,7 @@ class Store:
         with self.engine.connect() as conn:
             out: dict[int, dict[str, int]] = {}
             for sweep_id, status, count in conn.execute(query.group_by(Run.sweep_id, Run.status)):
-                out.setdefault(sweep_id, {})[status] = count
+                out.setdefault(int(sweep_id), {})[status] = count
             return out
 
     def create_run(self, name: str, spec: Mapping[str, Any], sweep_id: int | None = None) -> int:
@@ -238,14 +243,10 @@ class Store:
             reset = list(s.scalars(select(Run.id).where(Run.id.in_(ids), Run.status.in_(RERUNNABLE))))
             if reset:
                 s.execute(delete(MetricValue).where(MetricValue.run_id.in_(reset)))
-                s.execute(
-                    update(Run)
-                    .where(Run.id.in_(reset))
-                    .values(
-                        status="queued", error=None, progress=0, started_at=None, finished_at=None,
-                        heartbeat_at=None, worker=None, device=None, cancel_requested=False, created_at=time.time(),
-                    )  # fmt: skip
-                )
+                fresh = {"status": "queued", "error": None, "progress": 0, "started_at": None, "finished_at": None,
+                         "heartbeat_at": None, "worker": None, "device": None, "cancel_requested": False,
+                         "created_at": time.time()}  # fmt: skip
+                s.execute(update(Run).where(Run.id.in_(reset)).values(**fresh))
             return reset
 
     def delete_runs(self, run_ids: Iterable[int]) -> int:
@@ -342,7 +343,8 @@ class Store:
             return sorted(conn.scalars(query))
 
     def summaries(self, run_ids: Sequence[int], metric: str = "loss") -> dict[int, dict[str, float]]:
-        """Per run: the metric's last value (`final`) and its minimum (`best`)."""
+        """Per run: the metric's last value (`final`) and its best (`best`: the minimum, the maximum for
+        accuracies)."""
         if not run_ids:
             return {}
         last = (
@@ -359,8 +361,9 @@ class Store:
             )
             .where(MetricValue.metric == metric)
         )
+        best = func.max if higher_is_better(metric) else func.min
         best_q = (
-            select(MetricValue.run_id, func.min(MetricValue.value))
+            select(MetricValue.run_id, best(MetricValue.value))
             .where(MetricValue.metric == metric, MetricValue.run_id.in_(run_ids))
             .group_by(MetricValue.run_id)
         )
@@ -370,4 +373,30 @@ class Store:
                 out.setdefault(rid, {})["final"] = math.nan if value is None else value
             for rid, value in conn.execute(best_q):
                 out.setdefault(rid, {})["best"] = math.nan if value is None else value
+        return out
+
+    def first_reaching(self, run_ids: Sequence[int], metric: str, target: float) -> dict[int, int]:
+        """Per run that gets there: the first step at which `metric` is at or below `target` (at or above it
+        for accuracies)."""
+        reached = MetricValue.value >= target if higher_is_better(metric) else MetricValue.value <= target
+        query = (
+            select(MetricValue.run_id, func.min(MetricValue.step))
+            .where(MetricValue.run_id.in_(run_ids), MetricValue.metric == metric, reached)
+            .group_by(MetricValue.run_id)
+        )
+        with self.engine.connect() as conn:
+            return {rid: int(step) for rid, step in conn.execute(query)}
+
+    def values_at(self, points: Mapping[int, int], names: Sequence[str]) -> dict[int, dict[str, float]]:
+        """`points` maps run id → step; returns each run's values of `names` at that step."""
+        if not points:
+            return {}
+        clauses = [and_(MetricValue.run_id == rid, MetricValue.step == step) for rid, step in points.items()]
+        query = select(MetricValue.run_id, MetricValue.metric, MetricValue.value).where(
+            or_(*clauses), MetricValue.metric.in_(names)
+        )
+        out: dict[int, dict[str, float]] = {}
+        with self.engine.connect() as conn:
+            for rid, name, value in conn.execute(query):
+                out.setdefault(rid, {})[name] = math.nan if value is None else value
         return out

@@ -80,3 +80,28 @@ def test_list_prints_each_registry(stack: Stack) -> None:
                            ("batch-policies", "constant")):  # fmt: skip
         result = stack.cli("list", what)
         assert result.returncode == 0 and expected in result.stdout and "paper:" in result.stdout
+
+
+def test_export_a_sweep_long_summary_and_parquet(stack: Stack) -> None:
+    store = stack.store
+    sweep_id = store.create_sweep("s", {})
+    for lr in (0.1, 0.01):
+        rid = store.create_run(f"lr {lr}", {"optimizer": {"name": "sgd", "lr": lr}, "steps": 5}, sweep_id)
+        store.record(rid, [(s, "loss", lr / s) for s in range(1, 6)])
+    out = stack.tmp / "sweep.csv"
+    result = stack.cli("export", "--sweep", str(sweep_id), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    long = pd.read_csv(out)
+    assert len(long) == 10 and set(long["optimizer.lr"]) == {0.1, 0.01} and set(long["metric"]) == {"loss"}
+    summary_out = stack.tmp / "summary.csv"
+    result = stack.cli("export", "--sweep", str(sweep_id), "--summary", "--target", "0.02", "-o", str(summary_out))
+    assert result.returncode == 0, result.stderr
+    summary = pd.read_csv(summary_out).set_index("optimizer.lr")
+    assert summary.loc[0.1, "final_loss"] == pytest.approx(0.02) and summary.loc[0.1, "target_step"] == 5
+    assert summary.loc[0.01, "target_step"] == 1
+    for name, rows in (("long.parquet", 10), ("summary.parquet", 2)):
+        args = ["--summary"] if name.startswith("summary") else []
+        assert stack.cli("export", "--sweep", str(sweep_id), *args, "-o", str(stack.tmp / name)).returncode == 0
+        assert len(pd.read_parquet(stack.tmp / name)) == rows
+    missing = stack.cli("export", "--sweep", "999", "-o", str(out))
+    assert missing.returncode == 2 and "--sweep: no sweep 999" in missing.stderr

@@ -139,7 +139,11 @@ def test_a_worker_stops_a_hopeless_run_and_says_why_then_rerun_queues_it_again(s
     good, hopeless = (stack.store.get_run(r.id) for r in runs)
     assert good is not None and good.status == "completed"
     assert hopeless is not None and hopeless.status == "stopped", hopeless
-    assert hopeless.error and hopeless.error.startswith("stopped early at step ") and "median rule at step 40" in hopeless.error
+    assert (
+        hopeless.error
+        and hopeless.error.startswith("stopped early at step ")
+        and "median rule at step 40" in hopeless.error
+    )
     assert hopeless.progress < 1000
 
     assert rerun(stack.store, [good.id, hopeless.id]) == [hopeless.id]  # only what did not complete
