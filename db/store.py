@@ -142,7 +142,8 @@ class Store:
         with self.engine.connect() as conn:
             out: dict[int, dict[str, int]] = {}
             for sweep_id, status, count in conn.execute(query.group_by(Run.sweep_id, Run.status)):
-                out.setdefault(int(sweep_id), {})[status] = count
+                if sweep_id is not None:
+                    out.setdefault(sweep_id, {})[status] = count
             return out
 
     def create_run(self, name: str, spec: Mapping[str, Any], sweep_id: int | None = None) -> int:
