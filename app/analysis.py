@@ -4,20 +4,26 @@
 - `aggregate_grid`: a metric over two spec fields, averaged over the other runs in each cell (seeds), with
   cells where any run diverged marked;
 - `fit_power_law`: y = c·x^k by least squares in log–log space (best LR against batch size);
-- `time_to_target`: the first step (and samples, seconds) at which a run's metric reaches a target.
+- `time_to_target`: the first step (and samples, seconds) at which a run's metric reaches a target;
+- `legend_labels`: run labels made of the spec fields that differ between runs;
+- `group_band`: the mean and a ±std or min–max band over a group's curves (seeds);
+- `best_per_group`: the best LR (or any field) per optimizer × batch size, by the mean over seeds.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.signal import lfilter
 
 
-def ema_smooth(values: Sequence[float], weight: float) -> np.ndarray:
+def ema_smooth(values: Sequence[float] | np.ndarray, weight: float) -> np.ndarray:
     """TensorBoard's smoothing: last ← w·last + (1−w)·y, shown as last / (1 − w^n) (debiased), n = points
     smoothed so far. Non-finite points pass through and do not enter the average; a constant series is kept."""
     y = np.asarray(values, dtype=float)
@@ -26,15 +32,13 @@ def ema_smooth(values: Sequence[float], weight: float) -> np.ndarray:
     finite = np.isfinite(y)
     if not finite.any() or np.all(y[finite] == y[finite][0]):  # TensorBoard leaves a constant series alone
         return y.copy()
-    out = np.empty_like(y)
-    last, count = 0.0, 0
-    for i, value in enumerate(y):
-        if not finite[i]:
-            out[i] = value
-            continue
-        last = last * weight + (1 - weight) * value
-        count += 1
-        out[i] = last / (1 - weight**count) if weight != 1 else last
+    out = y.copy()
+    if weight == 1:  # TensorBoard's formula: last stays 0 and is shown undebiased
+        out[finite] = 0.0
+        return out
+    # last_n = w·last_{n−1} + (1−w)·y_n over the finite points: a first-order IIR filter, run in C
+    last = lfilter([1 - weight], [1, -weight], y[finite])
+    out[finite] = last / (1 - weight ** np.arange(1, len(last) + 1))
     return out
 
 
@@ -87,3 +91,105 @@ def time_to_target(curve: pd.DataFrame, metric: str, target: float, lower_is_bet
         return float(rows.iloc[0]) if len(rows) else None
 
     return TimeToTarget(step, at("samples_seen"), at("wall_time"))
+
+
+def legend_labels(specs: Mapping[int, Mapping[str, Any]], names: Mapping[int, str]) -> dict[int, str]:
+    """A label per run made of the flattened spec fields that differ between the runs (`lr=0.001, seed=1`),
+    so a legend says what distinguishes the curves; the run's name when nothing differs."""
+    fields = [f for f in varying(specs.values()) if f != "name"]
+    if not fields:
+        return dict(names)
+    return {rid: ", ".join(f"{short_field(f)}={_fmt(spec.get(f))}" for f in fields) for rid, spec in specs.items()}
+
+
+def short_field(field: str) -> str:
+    """`optimizer.lr` → `lr`, `optimizer.name` → `optimizer`, `batch.size` → `batch.size`."""
+    head, _, tail = field.partition(".")
+    if tail == "name":
+        return head
+    return tail if head == "optimizer" else field
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def varying(dicts: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The keys whose values differ between the dicts (a key missing from some counts as differing)."""
+    rows = list(dicts)
+    keys: dict[str, None] = {}
+    for d in rows:
+        keys.update(dict.fromkeys(d))
+    return [k for k in keys if len({repr(d.get(k)) for d in rows}) > 1]
+
+
+@dataclass(frozen=True)
+class Band:
+    """A group's curve: x, the centre (mean), and the band's lower and upper edges."""
+
+    x: np.ndarray
+    centre: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    runs: int
+
+
+def group_band(curves: Sequence[tuple[np.ndarray, np.ndarray]], band: str = "std", points: int = 2000) -> Band:
+    """Mean and a ±std (`band="std"`) or min–max (`"minmax"`) band over curves (seeds of one configuration).
+
+    Curves on the same x (steps) are combined point by point; otherwise (samples seen, wall time) each is
+    interpolated onto `points` evenly spaced x over the range that every curve covers. NaNs are skipped.
+    """
+    if not curves:
+        raise ValueError("a band needs at least one curve")
+    same_x = all(len(x) == len(curves[0][0]) and np.array_equal(x, curves[0][0]) for x, _ in curves)
+    if same_x:
+        grid = np.asarray(curves[0][0], dtype=float)
+        ys = np.vstack([np.asarray(y, dtype=float) for _, y in curves])
+    else:
+        lo = max(float(np.min(x)) for x, _ in curves if len(x))
+        hi = min(float(np.max(x)) for x, _ in curves if len(x))
+        grid = np.linspace(lo, hi, points) if hi > lo else np.array([lo])
+        ys = np.vstack([np.interp(grid, np.asarray(x, float), np.asarray(y, float)) for x, y in curves])
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns stay NaN
+        centre = np.nanmean(ys, axis=0)
+        if band == "minmax":
+            lower, upper = np.nanmin(ys, axis=0), np.nanmax(ys, axis=0)
+        elif band == "std":
+            spread = np.nanstd(ys, axis=0, ddof=1) if len(curves) > 1 else np.zeros_like(centre)
+            lower, upper = centre - spread, centre + spread
+        else:
+            lower = upper = centre
+    return Band(grid, centre, lower, upper, len(curves))
+
+
+def best_per_group(
+    summary: pd.DataFrame, by: Sequence[str], choose: str, value: str, higher: bool = False
+) -> pd.DataFrame:
+    """For each combination of `by` (say optimizer × batch size), the `choose` value (the LR) whose mean `value`
+    over seeds is best, with that mean. Runs whose value is missing (diverged, NaN) are left out."""
+    means = summary.dropna(subset=[value]).groupby([*by, choose], sort=True)[value].mean().reset_index()
+    if means.empty:
+        return means
+    pick = means.groupby(list(by))[value].idxmax() if higher else means.groupby(list(by))[value].idxmin()
+    return means.loc[pick.to_numpy()].reset_index(drop=True)
+
+
+DEFAULT_SECONDS_PER_STEP = 0.004  # a small task's step on one CPU core, until a run of the task has finished
+
+
+def seconds_per_step(runs: Iterable[Any]) -> dict[str, float]:
+    """Per task name: the median seconds per step of its completed runs (RunInfo-like: status, spec, progress,
+    duration), the basis of a sweep's estimated duration."""
+    samples: dict[str, list[float]] = {}
+    for run in runs:
+        if run.status == "completed" and run.progress > 0 and run.duration:
+            samples.setdefault(run.spec["task"]["name"], []).append(run.duration / run.progress)
+    return {task: float(np.median(values)) for task, values in samples.items()}
+
+
+def estimate_seconds(specs: Iterable[Mapping[str, Any]], per_step: Mapping[str, float]) -> float:
+    """Seconds one worker needs for these run specs (dicts with task.name and steps)."""
+    fallback = float(np.median(list(per_step.values()))) if per_step else DEFAULT_SECONDS_PER_STEP
+    return sum(spec["steps"] * per_step.get(spec["task"]["name"], fallback) for spec in specs)

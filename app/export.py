@@ -28,6 +28,7 @@ from typing import Any, TextIO
 
 import pandas as pd
 
+from app.analysis import varying
 from db.store import RunInfo, Store
 from workers.metrics import METRIC_NAMES
 
@@ -92,9 +93,7 @@ SUMMARY_METRICS = ("loss", "val_loss", "val_accuracy")
 
 def varying_fields(runs: Sequence[RunInfo]) -> list[str]:
     """The flattened spec fields whose values differ between the runs (what a sweep swept), in spec order."""
-    flats = [flatten_dict(run.spec) for run in runs]
-    columns = _spec_columns(runs)
-    return [c for c in columns if len({repr(f.get(c)) for f in flats}) > 1]
+    return [c for c in varying(flatten_dict(run.spec) for run in runs) if c != "name"]
 
 
 def summary_frame(store: Store, run_ids: Iterable[int], target: tuple[str, float] | None = None) -> pd.DataFrame:

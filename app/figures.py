@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from itertools import pairwise
 
 import numpy as np
@@ -88,4 +90,317 @@ def metric_chart(
     )  # fmt: skip
     if log_y:
         fig.update_yaxes(type="log")
+    return fig
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One line of the Compare chart: `y` as drawn (smoothed), `raw` drawn faintly under it, and an optional band
+    (a group's ±std or min–max over its runs)."""
+
+    label: str
+    x: np.ndarray
+    y: np.ndarray
+    raw: np.ndarray | None = None
+    lower: np.ndarray | None = None
+    upper: np.ndarray | None = None
+
+
+def _visible(x: np.ndarray, x_range: tuple[float, float] | None) -> np.ndarray:
+    if x_range is None:
+        return np.ones(len(x), dtype=bool)
+    return (x >= x_range[0]) & (x <= x_range[1])
+
+
+def compare_chart(
+    curves: Sequence[Curve],
+    *,
+    x_title: str = "step",
+    y_title: str = "",
+    log_x: bool = False,
+    log_y: bool = False,
+    max_points: int = 1000,
+    x_range: tuple[float, float] | None = None,
+) -> go.Figure:
+    """Overlaid curves, each downsampled to `max_points` (min/max per bucket) within `x_range`, so a zoomed view
+    shows full detail. Raw curves are faint; bands are one filled polygon per curve."""
+    fig = go.Figure()
+    for i, curve in enumerate(curves):
+        color = PALETTE[i % len(PALETTE)]
+        keep = _visible(curve.x, x_range)
+        x = curve.x[keep]
+        if curve.lower is not None and curve.upper is not None:
+            xl, lo = downsample_minmax(x, curve.lower[keep], max_points)
+            xu, hi = downsample_minmax(x, curve.upper[keep], max_points)
+            fig.add_trace(
+                go.Scatter(
+                    x=np.concatenate([xl, xu[::-1]]),
+                    y=np.concatenate([lo, hi[::-1]]),
+                    fill="toself",
+                    fillcolor=_rgba(color, 0.18),
+                    line={"width": 0},
+                    hoverinfo="skip",
+                    showlegend=False,
+                    legendgroup=curve.label,
+                    name=f"{curve.label} band",
+                )
+            )
+        if curve.raw is not None:
+            xr, yr = downsample_minmax(x, curve.raw[keep], max_points)
+            fig.add_trace(
+                go.Scatter(
+                    x=xr,
+                    y=yr,
+                    mode="lines",
+                    line={"color": color, "width": 1},
+                    opacity=0.25,
+                    hoverinfo="skip",
+                    showlegend=False,
+                    legendgroup=curve.label,
+                    name=f"{curve.label} raw",
+                )
+            )
+        xs, ys = downsample_minmax(x, curve.y[keep], max_points)
+        fig.add_trace(
+            go.Scatter(x=xs, y=ys, mode="lines", name=curve.label, legendgroup=curve.label, line={"color": color})
+        )
+    fig.update_layout(
+        xaxis_title=x_title,
+        yaxis_title=y_title,
+        height=480,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        legend={"orientation": "v", "x": 1.01, "y": 1},
+        uirevision="compare",
+        hovermode="closest",
+    )
+    fig.update_xaxes(type="log" if log_x else "linear")
+    fig.update_yaxes(type="log" if log_y else "linear")
+    if x_range is not None:
+        start, end = float(x_range[0]), float(x_range[1])
+        fig.update_xaxes(range=[math.log10(max(start, 1e-12)), math.log10(max(end, 1e-12))] if log_x else [start, end])
+    return fig
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    r, g, b = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def _category(values: Sequence[object]) -> list[str]:
+    """Axis labels for field values, in numeric order when they are numbers."""
+    unique = list(dict.fromkeys(values))
+    try:
+        unique.sort(key=float)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        unique.sort(key=str)
+    return [f"{v:.3g}" if isinstance(v, float) else str(v) for v in unique]
+
+
+def heatmap(cells: pd.DataFrame, x: str, y: str, value_label: str) -> go.Figure:
+    """`cells` from `analysis.aggregate_grid`: the mean per (x, y) cell coloured, mean ± std and the run count
+    written in it; a cell where any run diverged is grey and says so."""
+    xs, ys = _category(cells[x].tolist()), _category(cells[y].tolist())
+    z = np.full((len(ys), len(xs)), np.nan)
+    text = np.full((len(ys), len(xs)), "", dtype=object)
+    diverged = np.zeros((len(ys), len(xs)))
+    for cell in cells.to_dict("records"):
+        i, j = ys.index(_category([cell[y]])[0]), xs.index(_category([cell[x]])[0])
+        n = int(cell["count"])
+        if cell["diverged"]:
+            text[i, j] = f"✕ diverged<br>({n} run{'s' * (n != 1)})"
+            diverged[i, j] = 1
+            continue
+        z[i, j] = cell["mean"]
+        spread = f" ± {cell['std']:.2g}" if n > 1 and math.isfinite(cell["std"]) else ""
+        text[i, j] = f"{cell['mean']:.3g}{spread}<br>n={n}"
+    fig = go.Figure(
+        go.Heatmap(
+            x=xs,
+            y=ys,
+            z=z,
+            text=text,
+            texttemplate="%{text}",
+            colorscale="Viridis_r",
+            hoverongaps=False,
+            colorbar={"title": {"text": value_label}},
+        )
+    )
+    if diverged.any():
+        fig.add_trace(
+            go.Heatmap(
+                x=xs,
+                y=ys,
+                z=np.where(diverged == 1, 1.0, np.nan),
+                colorscale=[[0, "#bbbbbb"], [1, "#bbbbbb"]],
+                showscale=False,
+                text=text,
+                texttemplate="%{text}",
+                hoverinfo="skip",
+            )
+        )
+    fig.update_layout(
+        xaxis_title=x,
+        yaxis_title=y,
+        height=420,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        title={"text": f"{value_label} by {x} × {y}", "font": {"size": 14}},
+        xaxis={"type": "category"},
+        yaxis={"type": "category"},
+    )
+    return fig
+
+
+def best_lr_chart(best: pd.DataFrame, batch: str, lr: str, group: str | None) -> go.Figure:
+    """Best LR against batch size per group (optimizer), log–log, with the fitted power law and, anchored at the
+    smallest batch, the linear rule (η ∝ B, SGD) and the square-root rule (η ∝ √B, Adam)."""
+    from app.analysis import fit_power_law
+
+    fig = go.Figure()
+    groups = [(None, best)] if group is None else list(best.groupby(group, sort=True))
+    for i, (name, rows) in enumerate(groups):
+        color, label = PALETTE[i % len(PALETTE)], "best LR" if name is None else str(name)
+        rows = rows.sort_values(batch)
+        b, eta = rows[batch].to_numpy(float), rows[lr].to_numpy(float)
+        fig.add_trace(go.Scatter(x=b, y=eta, mode="markers", name=label, marker={"color": color, "size": 10}))
+        if len(set(b)) < 2:
+            continue
+        grid = np.geomspace(b.min(), b.max(), 50)
+        law = fit_power_law(b, eta)
+        fig.add_trace(
+            go.Scatter(
+                x=grid,
+                y=law.coefficient * grid**law.exponent,
+                mode="lines",
+                name=f"{label}: fit η ∝ B^{law.exponent:.2f}",
+                line={"color": color},
+            )
+        )
+        for power, rule, dash in ((1.0, "linear", "dash"), (0.5, "square-root", "dot")):
+            fig.add_trace(
+                go.Scatter(
+                    x=grid,
+                    y=eta[0] * (grid / b[0]) ** power,
+                    mode="lines",
+                    name=f"{label}: {rule} rule",
+                    line={"color": color, "dash": dash, "width": 1},
+                )
+            )
+    fig.update_layout(
+        xaxis_title=batch,
+        yaxis_title=f"best {lr}",
+        height=420,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        title={"text": "Best learning rate against batch size", "font": {"size": 14}},
+    )
+    fig.update_xaxes(type="log")
+    fig.update_yaxes(type="log")
+    return fig
+
+
+def sensitivity_chart(summary: pd.DataFrame, lr: str, value: str, group: str | None) -> go.Figure:
+    """Final metric against LR, one line per group (optimizer), mean ± std over seeds (DeepOBS's plot); LRs at
+    which some run diverged are marked ✕ along the top."""
+    fig = go.Figure()
+    groups = [(None, summary)] if group is None else list(summary.groupby(group, sort=True))
+    finite = summary[value][np.isfinite(summary[value].astype(float))]
+    top = float(finite.max()) if len(finite) else 1.0
+    for i, (name, rows) in enumerate(groups):
+        color, label = PALETTE[i % len(PALETTE)], value if name is None else str(name)
+        stats = rows.groupby(lr)[value].agg(["mean", "std"]).reset_index().sort_values(lr)
+        fig.add_trace(
+            go.Scatter(
+                x=stats[lr],
+                y=stats["mean"],
+                error_y={"type": "data", "array": stats["std"]},
+                mode="lines+markers",
+                name=label,
+                line={"color": color},
+            )
+        )
+        bad = rows[rows["status"] == "diverged"][lr].unique()
+        if len(bad):
+            fig.add_trace(
+                go.Scatter(
+                    x=bad,
+                    y=[top] * len(bad),
+                    mode="markers",
+                    name=f"{label}: diverged",
+                    marker={"symbol": "x", "size": 11, "color": color},
+                )
+            )
+    fig.update_layout(
+        xaxis_title=lr,
+        yaxis_title=value,
+        height=420,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        title={"text": f"Sensitivity: {value} against {lr}", "font": {"size": 14}},
+    )
+    fig.update_xaxes(type="log")
+    return fig
+
+
+def time_to_target_chart(summary: pd.DataFrame, labels: Mapping[int, str], unit: str = "target_step") -> go.Figure:
+    """A bar per run: when it first reached the target (`unit`: target_step, target_samples or target_seconds);
+    runs that never did are listed as 'not reached'."""
+    rows = summary[["run_id", unit]].copy()
+    rows["label"] = [labels.get(int(r), str(r)) for r in rows["run_id"]]
+    reached = rows[rows[unit].notna()].sort_values(unit)
+    missed = rows[rows[unit].isna()]
+    fig = go.Figure(
+        go.Bar(
+            x=reached[unit].astype(float),
+            y=reached["label"],
+            orientation="h",
+            name="reached",
+            marker={"color": PALETTE[0]},
+        )
+    )
+    if len(missed):
+        fig.add_trace(
+            go.Bar(
+                x=[0] * len(missed),
+                y=missed["label"],
+                orientation="h",
+                name="not reached",
+                text=["not reached"] * len(missed),
+                textposition="outside",
+            )
+        )
+    fig.update_layout(
+        xaxis_title=unit.removeprefix("target_"),
+        height=max(260, 24 * len(rows) + 80),
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        yaxis={"autorange": "reversed"},
+        showlegend=False,
+        title={"text": "Time to target", "font": {"size": 14}},
+    )
+    return fig
+
+
+def parallel_chart(summary: pd.DataFrame, fields: Sequence[str], value: str) -> go.Figure:
+    """Parallel coordinates over the swept fields and the metric, lines coloured by the metric. Positive fields
+    spanning more than a decade are shown as log10; text fields as categories."""
+    dims = []
+    for field in [*fields, value]:
+        column = summary[field]
+        numeric = pd.to_numeric(column, errors="coerce")
+        if numeric.notna().all() and field != value:
+            if (numeric > 0).all() and numeric.max() / numeric.min() > 10:
+                dims.append({"label": f"log10 {field}", "values": np.log10(numeric)})
+            else:
+                dims.append({"label": field, "values": numeric})
+        elif field == value:
+            dims.append({"label": field, "values": numeric})
+        else:
+            names = _category(column.astype(str).tolist())
+            codes = [names.index(str(v)) for v in column.astype(str)]
+            dims.append({"label": field, "values": codes, "tickvals": list(range(len(names))), "ticktext": names})
+    color = pd.to_numeric(summary[value], errors="coerce")
+    fig = go.Figure(
+        go.Parcoords(
+            dimensions=dims,
+            line={"color": color, "colorscale": "Viridis_r", "showscale": True, "colorbar": {"title": {"text": value}}},
+        )
+    )
+    fig.update_layout(height=420, margin={"l": 60, "r": 60, "t": 60, "b": 20})
     return fig

@@ -12,6 +12,8 @@ pages = [
     st.Page("pages/launch.py", title="Launch", icon=":material/rocket_launch:", default=True),
     st.Page("pages/live.py", title="Live", icon=":material/monitoring:"),
     st.Page("pages/runs.py", title="Runs", icon=":material/table_rows:"),
+    st.Page("pages/sweeps.py", title="Sweeps", icon=":material/grid_view:"),
+    st.Page("pages/compare.py", title="Compare", icon=":material/stacked_line_chart:"),
     st.Page("pages/reference.py", title="Reference", icon=":material/menu_book:"),
 ]
 st.navigation(pages).run()

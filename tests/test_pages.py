@@ -176,3 +176,77 @@ def test_preview_overlays_schedules_and_the_cloned_runs_logged_lr(stack: Stack) 
     at.multiselect(key="overlay").select("wsd").select("uba").run()
     names = [t["name"] for t in plotly_json(at)["data"]]
     assert names == ["cosine", "wsd", "uba", f"#{run_id} (logged)"]
+
+
+def fake_sweep(stack: Stack, statuses: tuple[str, ...] = ("completed",) * 8) -> int:
+    """A finished 2 (lr) × 2 (batch) × 2 (seed) sweep with hand-made curves: loss = lr·100/step + batch/1000."""
+    store = stack.store
+    sweep_id = store.create_sweep("grid", {"name": "grid"})
+    i = 0
+    for lr in (0.001, 0.01):
+        for batch in (32, 128):
+            for seed in (0, 1):
+                spec = parse_spec({"name": f"r{i}", "task": "moons-mlp", "optimizer": {"name": "adam", "lr": lr},
+                                   "batch": {"size": batch}, "seed": seed, "steps": 50})  # fmt: skip
+                rid = store.create_run(spec.name, spec.model_dump(mode="json"), sweep_id)
+                rows = [(s, "loss", lr * 100 / s + batch / 1000 + seed * 0.01) for s in range(1, 51)]
+                rows += [(s, "samples_seen", float(batch * s)) for s in range(1, 51)]
+                rows += [(s, "wall_time", 0.01 * s) for s in range(1, 51)]
+                store.claim(rid, "w", "cpu", 30)
+                store.record(rid, rows)
+                store.finish(rid, statuses[i]) if statuses[i] != "running" else None
+                i += 1
+    return sweep_id
+
+
+def test_sweep_builder_shows_count_and_estimate_and_names_bad_fields(stack: Stack) -> None:
+    at = app("pages/sweeps.py")
+    assert any("No sweeps yet" in i.value for i in at.info)
+    at.segmented_control(key="sweeps.view").set_value("New sweep").run()
+    assert not at.exception, [e.value for e in at.exception]
+    runs = next(m for m in at.metric if m.label == "Runs")
+    assert runs.value == "8"  # the default 2 LRs × 2 batch sizes × 2 seeds
+    at.text_input(key="sw.axis0.values").set_value("0.001, -1").run()
+    assert any("`run 3 (" in e.value and "optimizer.lr" in e.value for e in at.error)
+    at.selectbox(key="sw.axis0.kind").set_value("log range").run()
+    at.text_input(key="sw.axis0.values").set_value("1e-4").run()
+    assert any("axis 1 (optimizer.lr)" in e.value and "two numbers" in e.value for e in at.error)
+    at.text_input(key="sw.axis0.values").set_value("1e-4, 1e-1").run()
+    at.number_input(key="sw.samples").set_value(3).run()
+    assert next(m for m in at.metric if m.label == "Runs").value == "12"  # 2 × 2 grid points × 3 draws
+    assert stack.store.list_runs() == []  # nothing queued while building
+
+
+def test_sweep_page_shows_progress_heatmap_and_exports(stack: Stack) -> None:
+    sweep_id = fake_sweep(stack, ("completed",) * 6 + ("diverged", "failed"))
+    at = app("pages/sweeps.py", sweep=str(sweep_id))
+    assert any("8 of 8 runs finished" in p.proto.text for p in at.get("progress"))
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    heat = next(c for c in charts if c["data"][0]["type"] == "heatmap")
+    texts = [t for row in heat["data"][0]["text"] for t in row]
+    assert any("diverged" in t for t in texts)  # lr 0.01 × batch 128 held the diverged run
+    # lr 0.001, batch 32: final loss = 0.1/50 + 0.032 + seed·0.01 → mean 0.039 over two seeds
+    assert any(t.startswith("0.039") for t in texts), texts
+    assert at.button(key="sweep.rerun").proto.label == "Re-run failed (2)"
+    labels = {b.proto.label for b in at.get("download_button")}
+    assert {"Long CSV", "Summary CSV", "Long Parquet", "Summary Parquet"} <= labels
+
+
+def test_compare_groups_seeds_into_bands_and_smooths(stack: Stack) -> None:
+    sweep_id = fake_sweep(stack)
+    at = app("pages/compare.py", sweep=str(sweep_id))
+    spec = plotly_json(at)
+    main = [t for t in spec["data"] if t.get("showlegend") is not False]
+    assert len(main) == 8 and all("lr=" in t["name"] and "seed=" in t["name"] for t in main)  # labels: what differs
+    assert sum(1 for t in spec["data"] if t["name"].endswith(" raw")) == 8  # raw curves stay, faint
+    at.multiselect(key="compare.group").set_value(["optimizer.lr", "batch.size"]).run()
+    spec = plotly_json(at)
+    bands = [t for t in spec["data"] if t.get("fill") == "toself"]
+    lines = [t for t in spec["data"] if t.get("fill") != "toself"]
+    assert len(bands) == 4 and len(lines) == 4 and all("(2 runs)" in t["name"] for t in lines)
+    # the band of a group is mean ± std of its two seeds, which differ by 0.01: std = 0.01/√2
+    band_y = values(bands[0], "y")
+    half = len(band_y) // 2
+    assert band_y[half] - band_y[half - 1] == pytest.approx(2 * 0.01 / 2**0.5, rel=1e-6)
+    at.radio(key="compare.x").set_value("samples seen").run()
+    assert "samples" in plotly_json(at)["layout"]["xaxis"]["title"]["text"]

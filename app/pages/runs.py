@@ -32,7 +32,8 @@ def table(runs: list[RunInfo]) -> pd.DataFrame:
                 "optimizer": spec["optimizer"]["name"], "schedule": spec["schedule"]["name"],
                 "lr": spec["optimizer"]["lr"], "batch size": spec["batch"]["size"], "steps": r.steps,
                 "progress": r.fraction_done, "final loss": summary.get("final"), "best loss": summary.get("best"),
-                "duration": fmt_seconds(r.duration), "created": pd.Timestamp(r.created_at, unit="s"),
+                "duration": fmt_seconds(r.duration), "sweep": r.sweep_id, "reason": r.error,
+                "created": pd.Timestamp(r.created_at, unit="s"),
             }
         )  # fmt: skip
     return pd.DataFrame(rows)
@@ -79,9 +80,12 @@ valid = [i for i in st.session_state.get("selected", []) if i in labels]
 st.session_state["selected"] = valid
 selected: list[int] = st.multiselect("Selected runs", list(labels), format_func=labels.__getitem__, key="selected")
 
-a1, a2, a3, a4, a5 = st.columns(5)
+a1, a0, a2, a3, a4, a5 = st.columns(6)
 if a1.button("Watch live", disabled=not selected, width="stretch"):
     st.switch_page("pages/live.py", query_params={"run": [str(i) for i in selected]})
+if a0.button("Compare", disabled=not selected, width="stretch", help="overlay, smooth and group these runs"):
+    st.session_state.pop("compare.sweeps", None)  # the Compare page takes its choice from the URL
+    st.switch_page("pages/compare.py", query_params={"runs": ",".join(map(str, selected))})
 active = [r.id for r in runs if r.id in selected and r.status in ACTIVE]
 if a2.button("Cancel", disabled=not active, width="stretch"):
     for run_id in active:
