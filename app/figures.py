@@ -10,6 +10,7 @@ from itertools import pairwise
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.colors import qualitative
 
 from workers.metrics import LABELS
 
@@ -125,8 +126,9 @@ def compare_chart(
     """Overlaid curves, each downsampled to `max_points` (min/max per bucket) within `x_range`, so a zoomed view
     shows full detail. Raw curves are faint; bands are one filled polygon per curve."""
     fig = go.Figure()
+    palette = PALETTE if len(curves) <= len(PALETTE) else qualitative.Dark24
     for i, curve in enumerate(curves):
-        color = PALETTE[i % len(PALETTE)]
+        color = palette[i % len(palette)]
         keep = _visible(curve.x, x_range)
         x = curve.x[keep]
         if curve.lower is not None and curve.upper is not None:

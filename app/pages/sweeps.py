@@ -28,7 +28,7 @@ from workers.celery_app import QueueUnavailable, rerun, submit_sweep
 from workers.metrics import METRIC_NAMES
 from workers.optimizers import OPTIMIZERS
 from workers.schedules import SCHEDULES
-from workers.spec import COMPONENTS, FieldError, SpecError
+from workers.spec import COMPONENTS, FieldError, RunSpec, SpecError
 from workers.sweep import SweepSpec, build, load_sweep
 
 AXES = 4
@@ -179,7 +179,7 @@ def builder() -> None:
         },
     }
     sweep: SweepSpec | None = None
-    specs = []
+    specs: list[RunSpec] = []
     if not errors:
         try:
             sweep = load_sweep(yaml.safe_dump(data))
@@ -204,22 +204,23 @@ def builder() -> None:
             st.error("**This sweep cannot run yet:**\n" + "\n".join(f"- `{e.field}`: {e.message}" for e in errors))
         with st.expander("Sweep as YAML (for `python -m app.cli sweep FILE`)"):
             st.code(yaml.safe_dump(sweep.model_dump(mode="json") if sweep else data, sort_keys=False), language="yaml")
-        if st.button(
-            f"Queue {len(specs)} runs" if sweep else "Queue",
-            type="primary",
-            width="stretch",
-            disabled=sweep is None,
-            key="sw.queue",
-        ):
-            try:
-                assert sweep is not None
-                sweep_id = submit_sweep(store, sweep.name, sweep.model_dump(mode="json"), specs)
-            except QueueUnavailable as exc:
-                st.error(f"Nothing is running it: {exc}")
-            else:
-                st.session_state["sweeps.view"] = "Sweeps"
-                st.session_state["sweeps.chosen"] = sweep_id
-                st.rerun()
+        st.button(
+            f"Queue {len(specs)} runs" if sweep else "Queue", type="primary", width="stretch",
+            disabled=sweep is None, key="sw.queue", on_click=queue, args=(sweep, specs),
+        )  # fmt: skip
+        if problem := st.session_state.pop("sw.queue_error", None):
+            st.error(problem)
+
+
+def queue(sweep: SweepSpec, specs: list[RunSpec]) -> None:
+    """The Queue button's callback: it runs before the page, so it may switch the view to the new sweep."""
+    try:
+        sweep_id = submit_sweep(store, sweep.name, sweep.model_dump(mode="json"), specs)
+    except QueueUnavailable as exc:
+        st.session_state["sw.queue_error"] = f"Nothing is running it: {exc}"
+        return
+    st.session_state["sweeps.view"] = "Sweeps"
+    st.session_state["sweeps.chosen"] = sweep_id
 
 
 def progress_panel(sweep_id: int) -> None:
