@@ -27,10 +27,15 @@ class CurveCache:
     def get(self, store: Store, runs: Sequence[RunInfo], metric: str) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """(steps, values) of `metric` for each run that logged it."""
         stale = [run for run in runs if (run.id, metric) not in self.complete]
+        finished = [run.id for run in stale if run.status in FINISHED]
+        if finished:  # packed when they finished: one row per run
+            for rid, curve in store.packed_curves(finished, metric).items():
+                self.curves[rid, metric] = curve
+                self.complete.add((rid, metric))
+            self.queries += 1
+            stale = [run for run in stale if (run.id, metric) not in self.complete]
         if stale:
-            cursor = {
-                run.id: int(self.curves[run.id, metric][0][-1]) for run in stale if (run.id, metric) in self.curves
-            }
+            cursor = {r.id: int(self.curves[r.id, metric][0][-1]) for r in stale if (r.id, metric) in self.curves}
             frame = store.metrics([run.id for run in stale], [metric], after=cursor)
             self.queries += 1
             run_ids = frame["run_id"].to_numpy()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from itertools import pairwise
 
 import numpy as np
 import pandas as pd
@@ -25,17 +24,20 @@ def downsample_minmax(x: np.ndarray, y: np.ndarray, max_points: int) -> tuple[np
     if n <= max_points or max_points < 4:
         return x, y
     buckets = (max_points - 2) // 2
-    edges = np.linspace(0, n, buckets + 1).astype(int)
-    finite = np.where(np.isfinite(y), y, np.nan)
-    keep = {0, n - 1}
-    for lo, hi in pairwise(edges):
-        chunk = finite[lo:hi]
-        if hi > lo and not np.all(np.isnan(chunk)):
-            keep.update((lo + int(np.nanargmin(chunk)), lo + int(np.nanargmax(chunk))))
-        elif hi > lo:
-            keep.add(lo)  # all NaN/inf: keep one so the gap shows
-    index = np.fromiter(sorted(keep), dtype=int)
-    return x[index], y[index]
+    starts = np.unique(np.linspace(0, n, buckets + 1).astype(int)[:-1])
+    finite = np.isfinite(y)
+    low = np.where(finite, y, np.inf)  # a non-finite point is never a bucket's min or max ...
+    high = np.where(finite, y, -np.inf)
+    lows, highs = np.minimum.reduceat(low, starts), np.maximum.reduceat(high, starts)
+    bucket = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, n]))
+    keep = np.zeros(n, dtype=bool)
+    keep[[0, n - 1]] = True
+    for hit in (low == lows[bucket], high == highs[bucket]):
+        hit &= finite
+        first = np.flatnonzero(hit)
+        keep[first[np.r_[True, np.diff(bucket[first]) > 0]]] = True  # the first such point of each bucket
+    keep[starts[~np.isfinite(lows)]] = True  # ... but an all-NaN/inf bucket keeps one point, so the gap shows
+    return x[keep], y[keep]
 
 
 def schedule_preview(

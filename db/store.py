@@ -6,12 +6,15 @@ Contract (tested on SQLite and PostgreSQL by tests/test_store.py):
 - `claim` is atomic: of two workers handed the same run, one gets it; a run whose worker stopped sending
   heartbeats can be claimed again (a redelivered message) or is marked failed by `mark_lost_runs`;
 - metric writes are idempotent on (run, metric, step) and keep NaN and ±inf;
-- `metrics(..., after=cursor)` returns only the rows newer than the cursor the caller holds.
+- `metrics(..., after=cursor)` returns only the rows newer than the cursor the caller holds;
+- when a run finishes, its curves are packed (two arrays per metric, `packed_curves`) in the same transaction,
+  so reading a finished run's curve costs one row, not one row per step.
 The store returns plain dataclasses and dataframes, never ORM rows.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import socket
@@ -21,13 +24,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, and_, case, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from db.engine import get_engine
-from db.tables import MetricValue, Run, Sweep
+from db.tables import MetricValue, PackedCurve, Run, Sweep
 
 ACTIVE = ("queued", "running")
 FINISHED = ("completed", "failed", "diverged", "cancelled", "stopped")
@@ -211,14 +215,42 @@ class Store:
             return _info(row) if row else None
 
     def finish(self, run_id: int, status: str, error: str | None = None) -> None:
-        """End a running run. A run that is already finished keeps its first ending."""
+        """End a running run and pack its curves. A run that is already finished keeps its first ending."""
         assert status in FINISHED, status
         with self.session() as s:
-            s.execute(
+            result = s.execute(
                 update(Run)
                 .where(Run.id == run_id, Run.status.in_(ACTIVE))
                 .values(status=status, error=error, finished_at=time.time())
             )
+            if result.rowcount == 1:  # type: ignore[attr-defined]
+                self._pack(s, run_id)
+
+    @staticmethod
+    def _pack(s: Session, run_id: int) -> None:
+        """Store each of the run's metrics as two arrays (see tables.PackedCurve), in the caller's transaction."""
+        rows = s.execute(
+            select(MetricValue.metric, MetricValue.step, MetricValue.value)
+            .where(MetricValue.run_id == run_id)
+            .order_by(MetricValue.metric, MetricValue.step)
+        ).all()
+        s.execute(delete(PackedCurve).where(PackedCurve.run_id == run_id))
+        for metric, group in itertools.groupby(rows, key=lambda r: r[0]):
+            chunk = list(group)
+            steps = np.fromiter((r[1] for r in chunk), dtype="<i8", count=len(chunk))
+            values = np.fromiter((math.nan if r[2] is None else r[2] for r in chunk), dtype="<f8", count=len(chunk))
+            s.add(PackedCurve(run_id=run_id, metric=metric, steps=steps.tobytes(), values=values.tobytes()))
+
+    def packed_curves(self, run_ids: Sequence[int], metric: str) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """(steps, values) of `metric` for each of the runs that finished and logged it."""
+        query = select(PackedCurve.run_id, PackedCurve.steps, PackedCurve.values).where(
+            PackedCurve.run_id.in_(run_ids), PackedCurve.metric == metric
+        )
+        with self.engine.connect() as conn:
+            return {
+                rid: (np.frombuffer(steps, dtype="<i8"), np.frombuffer(values, dtype="<f8"))
+                for rid, steps, values in conn.execute(query)
+            }
 
     def request_cancel(self, run_id: int) -> str | None:
         """Cancel a queued run at once; ask a running one to stop at its next flush. Returns the status after."""
@@ -244,6 +276,7 @@ class Store:
             reset = list(s.scalars(select(Run.id).where(Run.id.in_(ids), Run.status.in_(RERUNNABLE))))
             if reset:
                 s.execute(delete(MetricValue).where(MetricValue.run_id.in_(reset)))
+                s.execute(delete(PackedCurve).where(PackedCurve.run_id.in_(reset)))
                 fresh = {"status": "queued", "error": None, "progress": 0, "started_at": None, "finished_at": None,
                          "heartbeat_at": None, "worker": None, "device": None, "cancel_requested": False,
                          "created_at": time.time()}  # fmt: skip
@@ -254,6 +287,7 @@ class Store:
         ids = list(run_ids)
         with self.session() as s:
             s.execute(delete(MetricValue).where(MetricValue.run_id.in_(ids)))
+            s.execute(delete(PackedCurve).where(PackedCurve.run_id.in_(ids)))
             result = s.execute(delete(Run).where(Run.id.in_(ids)))
             return int(result.rowcount)  # type: ignore[attr-defined]
 
@@ -272,6 +306,8 @@ class Store:
                         error=f"worker lost: no heartbeat for {stale_after:g} s (killed or out of memory?)",
                     )
                 )
+                for run_id in lost:
+                    self._pack(s, run_id)
             return lost
 
     # --- metrics ------------------------------------------------------------------------------------------
@@ -317,14 +353,24 @@ class Store:
         query = select(MetricValue.run_id, MetricValue.step, MetricValue.metric, MetricValue.value)
         if names:
             query = query.where(MetricValue.metric.in_(names))
-        clauses = [and_(MetricValue.run_id == rid, MetricValue.step > (after or {}).get(rid, 0)) for rid in run_ids]
+        cursor = {rid: step for rid, step in (after or {}).items() if step > 0}
+        fresh = [rid for rid in run_ids if rid not in cursor]
+        clauses: list[Any] = [MetricValue.run_id.in_(fresh)] if fresh else []  # one index range per run
+        clauses += [and_(MetricValue.run_id == rid, MetricValue.step > cursor[rid]) for rid in run_ids if rid in cursor]
         if not clauses:
             return pd.DataFrame({"run_id": [], "step": [], "metric": [], "value": []})
         query = query.where(or_(*clauses)).order_by(MetricValue.run_id, MetricValue.step)
         with self.engine.connect() as conn:
-            frame = pd.DataFrame(conn.execute(query).all(), columns=["run_id", "step", "metric", "value"])
-        frame["value"] = frame["value"].astype("float64")  # NULL (stored NaN) → NaN
-        return frame
+            rows = conn.execute(query).all()
+        columns = list(zip(*rows, strict=True)) if rows else [(), (), (), ()]
+        return pd.DataFrame(
+            {
+                "run_id": np.asarray(columns[0], dtype=np.int64),
+                "step": np.asarray(columns[1], dtype=np.int64),
+                "metric": np.asarray(columns[2], dtype=object),
+                "value": np.asarray([math.nan if v is None else v for v in columns[3]], dtype=np.float64),
+            }
+        )  # column by column: pandas is slow at building frames from row objects
 
     def window_means(self, sweep_id: int, metric: str, lo: int, hi: int) -> dict[int, float]:
         """For each run of the sweep that has reached step `hi`: the mean of `metric` over steps (lo, hi]."""

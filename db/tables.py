@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -52,3 +52,15 @@ class MetricValue(Base):
     value: Mapped[float | None] = mapped_column(Float)
 
     __table_args__ = (Index("ix_metrics_run_step", "run_id", "step"),)
+
+
+class PackedCurve(Base):
+    """A finished run's metric as two little-endian arrays (int64 steps, float64 values; NaN kept), written once
+    when the run finishes. Derived from `metrics`, which stays the source of truth; read by the Compare page."""
+
+    __tablename__ = "curves"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    metric: Mapped[str] = mapped_column(String(64), primary_key=True)
+    steps: Mapped[bytes] = mapped_column(LargeBinary)
+    values: Mapped[bytes] = mapped_column(LargeBinary)

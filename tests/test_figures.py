@@ -42,3 +42,13 @@ def test_metric_chart_one_trace_per_run_and_metric() -> None:
 def test_schedule_preview_draws_each_schedule_and_logged_points() -> None:
     fig = schedule_preview({"cosine": ([1, 2], [1.0, 0.5])}, logged={"#3": ([1, 2], [1.0, 0.5])})
     assert [t.name for t in fig.data] == ["cosine", "#3 (logged)"]
+
+
+def test_downsample_keeps_gaps_and_ignores_non_finite_points() -> None:
+    y = np.r_[np.linspace(1, 2, 500), np.full(500, np.nan), np.linspace(3, 4, 500)]
+    y[100] = np.inf
+    xs, ys = downsample_minmax(np.arange(1500), y, 32)  # 15 buckets of 100
+    assert np.isnan(ys).sum() >= 1  # the NaN stretch still shows as a gap
+    assert not np.isinf(ys).any()  # inf is never taken for a maximum
+    assert ys[np.isfinite(ys)].max() == 4.0 and ys[np.isfinite(ys)].min() == 1.0
+    assert list(xs) == sorted(xs)
