@@ -126,7 +126,7 @@ def compare_chart(
     x_range: tuple[float, float] | None = None,
 ) -> go.Figure:
     """Overlaid curves, each downsampled to `max_points` (min/max per bucket) within `x_range`, so a zoomed view
-    shows full detail. Raw curves are faint; bands are one filled polygon per curve."""
+    shows full detail. Raw curves are faint (and get half the points); bands are one filled polygon per curve."""
     fig = go.Figure()
     palette = PALETTE if len(curves) <= len(PALETTE) else qualitative.Dark24
     for i, curve in enumerate(curves):
@@ -150,7 +150,7 @@ def compare_chart(
                 )
             )
         if curve.raw is not None:
-            xr, yr = downsample_minmax(x, curve.raw[keep], max_points)
+            xr, yr = downsample_minmax(x, curve.raw[keep], max(4, max_points // 2))  # faint context: half the points
             fig.add_trace(
                 go.Scatter(
                     x=xr,

@@ -91,7 +91,7 @@ budget = c4.number_input(
     "Points per curve",
     100,
     20000,
-    1000,
+    500,
     100,
     key="compare.points",
     help="each curve is cut into buckets and each bucket keeps its minimum and maximum, so spikes survive",
