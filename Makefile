@@ -27,6 +27,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/overhead.py
+	$(PY) bench/compare_page.py
 
 screenshot: $(STAMP)  ## regenerate docs/live.png for the README
 	$(PY) bench/screenshot.py

@@ -147,3 +147,25 @@ def test_worker_warms_up_before_taking_runs(stack: Stack, worker) -> None:  # ty
     assert finished(stack, run_id) == "completed"
     step_times = stack.store.metrics([run_id], names=["step_time"]).value
     assert step_times.iloc[0] < 0.5, step_times.iloc[0]
+
+
+def test_a_200_run_sweep_loses_no_run_with_two_workers_consuming(stack: Stack, start_worker) -> None:  # type: ignore[no-untyped-def]
+    from workers.celery_app import submit_sweep
+    from workers.sweep import build, load_sweep
+
+    sweep = load_sweep(
+        "base: {task: quadratic, optimizer: {name: sgd, lr: 0.1}, steps: 3, eval_every: 3, batch: {size: 8}}\n"
+        "grid: {seed: [" + ", ".join(map(str, range(200))) + "]}\n"
+    )
+    sweep_id = submit_sweep(stack.store, "big", sweep.model_dump(mode="json"), build(sweep))
+    start_worker("w1"), start_worker("w2")
+
+    def settled() -> bool:
+        return all(r.status not in ("queued", "running") for r in stack.store.list_runs(sweep_id=sweep_id))
+
+    wait_for(settled, 240, "200 runs to finish")
+    runs = stack.store.list_runs(sweep_id=sweep_id)
+    assert len(runs) == 200 and {r.status for r in runs} == {"completed"}
+    assert {r.spec["seed"] for r in runs} == set(range(200))
+    losses = stack.store.packed_curves([r.id for r in runs], "loss")
+    assert len(losses) == 200 and all(len(steps) == 3 for steps, _ in losses.values())  # each trained once
