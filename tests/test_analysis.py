@@ -8,7 +8,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app.analysis import aggregate_grid, ema_smooth, fit_power_law, time_to_target
+from app.analysis import (
+    aggregate_grid,
+    best_per_group,
+    ema_smooth,
+    estimate_seconds,
+    fit_power_law,
+    group_band,
+    legend_labels,
+    seconds_per_step,
+    short_field,
+    time_to_target,
+)
 
 
 def test_ema_matches_tensorboards_debiased_formula_by_hand() -> None:
@@ -64,3 +75,74 @@ def test_time_to_target_step_samples_and_seconds() -> None:
     hit = time_to_target(curve, "loss", 1.0)
     assert (hit.step, hit.samples, hit.seconds) == (3, 96.0, pytest.approx(0.3))
     assert time_to_target(curve, "loss", 0.5).step is None
+
+
+def test_ema_vectorised_equals_the_loop_on_a_long_noisy_series() -> None:
+    rng = np.random.default_rng(1)
+    y = rng.standard_normal(5000).cumsum()
+    y[[10, 999]] = np.nan
+    last, count, expected = 0.0, 0, []
+    for v in y:  # TensorBoard's loop, written out
+        if not np.isfinite(v):
+            expected.append(v)
+            continue
+        last, count = last * 0.9 + 0.1 * v, count + 1
+        expected.append(last / (1 - 0.9**count))
+    np.testing.assert_allclose(ema_smooth(y, 0.9), expected, rtol=1e-9, equal_nan=True)
+
+
+def test_legend_labels_name_only_what_differs() -> None:
+    specs = {
+        1: {"name": "a", "optimizer.name": "adam", "optimizer.lr": 0.001, "seed": 0, "steps": 100},
+        2: {"name": "b", "optimizer.name": "adam", "optimizer.lr": 0.01, "seed": 1, "steps": 100},
+    }
+    assert legend_labels(specs, {1: "#1 a", 2: "#2 b"}) == {1: "lr=0.001, seed=0", 2: "lr=0.01, seed=1"}
+    same = {1: {"name": "a", "seed": 0}, 2: {"name": "b", "seed": 0}}
+    assert legend_labels(same, {1: "#1 a", 2: "#2 b"}) == {1: "#1 a", 2: "#2 b"}
+    assert short_field("optimizer.name") == "optimizer" and short_field("batch.size") == "batch.size"
+
+
+def test_group_band_mean_std_and_minmax_by_hand() -> None:
+    x = np.arange(1, 4)
+    curves = [(x, np.array([1.0, 2.0, 3.0])), (x, np.array([3.0, 2.0, np.nan]))]
+    band = group_band(curves, "std")
+    assert list(band.centre) == [2.0, 2.0, 3.0] and band.runs == 2
+    assert band.upper[0] - band.centre[0] == pytest.approx(math.sqrt(2))  # sample std of (1, 3)
+    minmax = group_band(curves, "minmax")
+    assert list(minmax.lower[:2]) == [1.0, 2.0] and list(minmax.upper[:2]) == [3.0, 2.0]
+
+
+def test_group_band_interpolates_when_x_differs() -> None:
+    a = (np.array([0.0, 10.0]), np.array([0.0, 10.0]))
+    b = (np.array([0.0, 5.0, 20.0]), np.array([2.0, 7.0, 22.0]))  # y = x + 2
+    band = group_band([a, b], "none", points=11)
+    assert band.x[0] == 0.0 and band.x[-1] == 10.0  # the range both cover
+    np.testing.assert_allclose(band.centre, band.x + 1.0)
+
+
+def test_best_per_group_picks_the_lr_with_the_best_mean_over_seeds() -> None:
+    rows = [
+        {"opt": "sgd", "bs": 32, "lr": 0.1, "final": 0.5},
+        {"opt": "sgd", "bs": 32, "lr": 0.1, "final": 0.9},  # mean 0.7
+        {"opt": "sgd", "bs": 32, "lr": 0.3, "final": 0.6},
+        {"opt": "sgd", "bs": 32, "lr": 0.3, "final": 0.6},  # mean 0.6: best
+        {"opt": "sgd", "bs": 64, "lr": 1.0, "final": math.nan},  # diverged: left out
+        {"opt": "sgd", "bs": 64, "lr": 0.3, "final": 0.4},
+    ]
+    best = best_per_group(pd.DataFrame(rows), ["opt", "bs"], "lr", "final")
+    assert best[["bs", "lr"]].values.tolist() == [[32, 0.3], [64, 0.3]]
+    accuracy = best_per_group(pd.DataFrame(rows), ["opt", "bs"], "lr", "final", higher=True)
+    assert accuracy[["bs", "lr"]].values.tolist() == [[32, 0.1], [64, 0.3]]
+
+
+def test_duration_estimate_from_finished_runs() -> None:
+    class Run:
+        def __init__(self, task: str, status: str, progress: int, duration: float) -> None:
+            self.spec, self.status, self.progress, self.duration = {"task": {"name": task}}, status, progress, duration
+
+    history = [Run("digits-mlp", "completed", 100, 1.0), Run("digits-mlp", "completed", 100, 3.0),
+               Run("digits-mlp", "failed", 100, 99.0), Run("moons-mlp", "completed", 1000, 1.0)]  # fmt: skip
+    pace = seconds_per_step(history)
+    assert pace == {"digits-mlp": pytest.approx(0.02), "moons-mlp": pytest.approx(0.001)}
+    specs = [{"task": {"name": "digits-mlp"}, "steps": 500}, {"task": {"name": "charlm"}, "steps": 100}]
+    assert estimate_seconds(specs, pace) == pytest.approx(500 * 0.02 + 100 * 0.0105)  # unknown task: the median

@@ -6,8 +6,18 @@ from itertools import pairwise
 
 import numpy as np
 import pandas as pd
+import pytest
 
-from app.figures import downsample_minmax, metric_chart, schedule_preview
+from app.figures import (
+    Curve,
+    best_lr_chart,
+    compare_chart,
+    downsample_minmax,
+    heatmap,
+    metric_chart,
+    parallel_chart,
+    schedule_preview,
+)
 
 
 def test_downsample_keeps_every_buckets_min_and_max() -> None:
@@ -52,3 +62,59 @@ def test_downsample_keeps_gaps_and_ignores_non_finite_points() -> None:
     assert not np.isinf(ys).any()  # inf is never taken for a maximum
     assert ys[np.isfinite(ys)].max() == 4.0 and ys[np.isfinite(ys)].min() == 1.0
     assert list(xs) == sorted(xs)
+
+
+def test_compare_chart_zoom_redraws_the_visible_range_at_full_detail() -> None:
+    x = np.arange(1, 10_001, dtype=float)
+    y = np.sin(x / 50)
+    curve = Curve("run", x, y, raw=y + 0.1)
+    whole = compare_chart([curve], max_points=200)
+    line = next(t for t in whole.data if t.name == "run")
+    assert len(line.x) <= 200 and line.x[0] == 1 and line.x[-1] == 10_000
+    zoomed = compare_chart([curve], max_points=200, x_range=(1000.0, 1100.0))
+    line = next(t for t in zoomed.data if t.name == "run")
+    assert list(line.x) == list(range(1000, 1101))  # 101 points fit the budget: every one is drawn
+    assert tuple(zoomed.layout.xaxis.range) == (1000.0, 1100.0)
+    raw = next(t for t in zoomed.data if t.name == "run raw")
+    assert raw.opacity < 0.5 and raw.showlegend is False
+
+
+def test_compare_chart_band_is_one_closed_polygon() -> None:
+    x = np.arange(5.0)
+    fig = compare_chart([Curve("g", x, x, lower=x - 1, upper=x + 1)], log_y=True)
+    band = next(t for t in fig.data if t.fill == "toself")
+    assert list(band.x) == [0, 1, 2, 3, 4, 4, 3, 2, 1, 0]
+    assert list(band.y) == [-1, 0, 1, 2, 3, 5, 4, 3, 2, 1]
+    assert fig.layout.yaxis.type == "log"
+
+
+def test_heatmap_writes_mean_std_and_marks_diverged_cells() -> None:
+    cells = pd.DataFrame(
+        {"lr": [0.01, 0.01, 0.1, 0.1], "bs": [32, 64, 32, 64], "mean": [0.5, 0.4, 0.3, np.nan],
+         "std": [0.1, 0.0, 0.05, np.nan], "count": [2, 2, 2, 2], "diverged": [False, False, False, True]}
+    )  # fmt: skip
+    fig = heatmap(cells, "lr", "bs", "final loss")
+    main = fig.data[0]
+    assert list(main.x) == ["0.01", "0.1"] and list(main.y) == ["32", "64"]
+    assert main.z[0][0] == 0.5 and np.isnan(main.z[1][1])  # the diverged cell is not coloured by a value
+    assert main.text[0][0].startswith("0.5 ± 0.1") and "diverged" in main.text[1][1]
+    assert len(fig.data) == 2  # the grey overlay for diverged cells
+
+
+def test_best_lr_chart_draws_the_fit_and_both_rules() -> None:
+    best = pd.DataFrame({"opt": ["sgd"] * 3, "bs": [32, 64, 128], "lr": [0.1, 0.2, 0.4], "final": [0.3] * 3})
+    fig = best_lr_chart(best, "bs", "lr", "opt")
+    names = [t.name for t in fig.data]
+    assert "sgd: fit η ∝ B^1.00" in names and "sgd: linear rule" in names and "sgd: square-root rule" in names
+    sqrt_rule = next(t for t in fig.data if t.name == "sgd: square-root rule")
+    assert sqrt_rule.y[-1] == pytest.approx(0.1 * 2)  # √(128/32) = 2 from the smallest batch's best LR
+    assert fig.layout.xaxis.type == "log" and fig.layout.yaxis.type == "log"
+
+
+def test_parallel_coordinates_log_scales_wide_fields_and_codes_text() -> None:
+    summary = pd.DataFrame({"optimizer.lr": [1e-4, 1e-2, 1e-1], "optimizer.name": ["sgd", "adam", "sgd"],
+                            "final_loss": [0.5, 0.2, 0.9]})  # fmt: skip
+    fig = parallel_chart(summary, ["optimizer.lr", "optimizer.name"], "final_loss")
+    dims = fig.data[0].dimensions
+    assert dims[0].label == "log10 optimizer.lr" and list(dims[0].values) == pytest.approx([-4, -2, -1])
+    assert list(dims[1].ticktext) == ["adam", "sgd"] and list(dims[1].values) == [1, 0, 1]
