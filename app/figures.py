@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -407,4 +408,139 @@ def parallel_chart(summary: pd.DataFrame, fields: Sequence[str], value: str) -> 
         )
     )
     fig.update_layout(height=420, margin={"l": 60, "r": 60, "t": 60, "b": 20})
+    return fig
+
+
+def landscape_figure(landscape: Any, runs: Mapping[str, Any], step: int, frames: int = 40) -> go.Figure:
+    """Contours of a 2-D landscape with each optimizer's trajectory (`runs`: label → playground Trajectory) up to
+    `step`, a marker at `step`, and a ▶ animation over the whole run (plotly frames, played in the browser)."""
+    xs, ys, z = (t.numpy() for t in landscape.grid(120))
+    shown = np.log10(z - z.min() + 1e-3) if landscape.log_contours else z
+    contour = go.Contour(
+        x=xs,
+        y=ys,
+        z=shown,
+        colorscale="Greys",
+        showscale=False,
+        ncontours=30,
+        opacity=0.55,
+        contours={"coloring": "lines"},
+        hoverinfo="skip",
+        name="landscape",
+    )
+    colors = list(PALETTE)
+
+    def paths(upto: int) -> list[go.Scatter]:
+        out = []
+        for i, (label, run) in enumerate(runs.items()):
+            pts = run.points[: min(upto, len(run.points) - 1) + 1]
+            out.append(
+                go.Scatter(
+                    x=pts[:, 0],
+                    y=pts[:, 1],
+                    mode="lines+markers",
+                    name=label,
+                    line={"color": colors[i % len(colors)], "width": 2},
+                    marker={"size": 3},
+                )
+            )
+        return out
+
+    def markers(at: int) -> list[go.Scatter]:
+        out = []
+        for i, run in enumerate(runs.values()):
+            x, y = run.points[min(at, len(run.points) - 1)]
+            ring = {"color": colors[i % len(colors)], "size": 12, "line": {"color": "white", "width": 2}}
+            out.append(go.Scatter(x=[x], y=[y], mode="markers", showlegend=False, hoverinfo="skip", marker=ring))
+        return out
+
+    fig = go.Figure([contour, *paths(step), *markers(step)])
+    if landscape.minimum is not None:
+        fig.add_trace(
+            go.Scatter(
+                x=[landscape.minimum[0]],
+                y=[landscape.minimum[1]],
+                mode="markers",
+                name="minimum",
+                marker={"symbol": "star", "size": 14, "color": "gold", "line": {"width": 1}},
+            )
+        )
+    longest = max((len(run.points) - 1 for run in runs.values()), default=0)
+    ticks = sorted({round(longest * k / frames) for k in range(frames + 1)})
+    fig.frames = [go.Frame(data=[contour, *paths(t), *markers(t)], name=str(t)) for t in ticks]
+    fig.update_layout(
+        height=520,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        legend={"orientation": "h", "y": -0.12},
+        xaxis={"range": list(landscape.x_range), "title": "x"},
+        yaxis={"range": list(landscape.y_range), "title": "y", "scaleanchor": None},
+        updatemenus=[
+            {
+                "type": "buttons",
+                "showactive": False,
+                "x": 0.0,
+                "y": 1.08,
+                "xanchor": "left",
+                "buttons": [
+                    {
+                        "label": "▶ play",
+                        "method": "animate",
+                        "args": [
+                            None,
+                            {
+                                "frame": {"duration": 60, "redraw": True},
+                                "fromcurrent": False,
+                                "transition": {"duration": 0},
+                            },
+                        ],
+                    }
+                ],
+            }
+        ],
+        sliders=[
+            {
+                "active": len(ticks) - 1,
+                "y": -0.02,
+                "currentvalue": {"prefix": "step "},
+                "pad": {"t": 30},
+                "steps": [
+                    {
+                        "label": str(t),
+                        "method": "animate",
+                        "args": [[str(t)], {"mode": "immediate", "frame": {"duration": 0, "redraw": True}}],
+                    }
+                    for t in ticks
+                ],
+            }
+        ],
+    )
+    return fig
+
+
+def playground_loss_chart(runs: Mapping[str, Any], step: int, x: str = "step") -> go.Figure:
+    """f(θ) against step (or samples, `x="samples"` with each run's `batch`) for each trajectory, log y, with a
+    line at `step`."""
+    fig = go.Figure()
+    for i, (label, run) in enumerate(runs.items()):
+        steps = np.arange(len(run.loss))
+        xs = steps * getattr(run, "batch", 1) if x == "samples" else steps
+        loss = np.asarray(run.loss, dtype=float)
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=np.maximum(loss - min(0.0, float(np.nanmin(loss))), 1e-12),
+                mode="lines",
+                name=label,
+                line={"color": PALETTE[i % len(PALETTE)]},
+            )
+        )
+    fig.add_vline(x=step, line={"color": "#888", "dash": "dot"})
+    fig.update_layout(
+        height=300,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        xaxis_title=x,
+        yaxis_title="f(θ) (shifted ≥ 0)",
+        legend={"orientation": "h", "y": -0.3},
+    )
+    fig.update_yaxes(type="log")
     return fig

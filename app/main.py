@@ -14,6 +14,7 @@ pages = [
     st.Page("pages/runs.py", title="Runs", icon=":material/table_rows:"),
     st.Page("pages/sweeps.py", title="Sweeps", icon=":material/grid_view:"),
     st.Page("pages/compare.py", title="Compare", icon=":material/stacked_line_chart:"),
+    st.Page("pages/playground.py", title="Playground", icon=":material/school:"),
     st.Page("pages/reference.py", title="Reference", icon=":material/menu_book:"),
 ]
 st.navigation(pages).run()

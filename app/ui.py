@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Container
 from typing import Any
 
 import streamlit as st
@@ -55,32 +56,50 @@ def widget_value(param: Param, value: Any) -> Any:
     return {"float": float, "int": int}.get(param.kind, lambda v: v)(value)
 
 
-def param_input(param: Param, key: str, initial: Any) -> Any:
-    """One widget for one hyper-parameter. No bounds on the widget: the spec validates and names the field."""
+def param_input(param: Param, key: str, initial: Any, *, disabled: bool = False, slider: bool = False) -> Any:
+    """One widget for one hyper-parameter. No bounds on number inputs: the spec validates and names the field.
+    With `slider`, a bounded, linear-scale float gets a slider (the Playground, where dragging is the point)."""
     label = param.name
     help_text = " · ".join(part for part in (param.help, param.describe_range()) if part) or None
     if key not in st.session_state:
         st.session_state[key] = widget_value(param, initial)
     if param.kind == "bool":
-        return st.checkbox(label, key=key, help=help_text)
+        return st.checkbox(label, key=key, help=help_text, disabled=disabled)
     if param.kind == "choice":
-        return st.selectbox(label, param.choices, key=key, help=help_text)
+        return st.selectbox(label, param.choices, key=key, help=help_text, disabled=disabled)
     if param.kind == "int":
-        return st.number_input(label, step=1, key=key, help=help_text)
+        return st.number_input(label, step=1, key=key, help=help_text, disabled=disabled)
     if param.kind == "floats":
-        return st.text_input(label, key=key, help=f"comma-separated · {help_text}")
-    return st.number_input(label, format="%g", step=None, key=key, help=help_text)
+        return st.text_input(label, key=key, help=f"comma-separated · {help_text}", disabled=disabled)
+    low = param.ge if param.ge is not None else param.gt
+    high = param.le if param.le is not None else (param.lt - 0.01 if param.lt is not None else None)
+    if slider and not param.log and low is not None and high is not None and high > low:
+        st.session_state[key] = min(max(float(st.session_state[key]), low), high)
+        return st.slider(label, float(low), float(high), step=(high - low) / 100, key=key, help=help_text,
+                         disabled=disabled)  # fmt: skip
+    return st.number_input(label, format="%g", step=None, key=key, help=help_text, disabled=disabled)
 
 
 def component_form(
-    title: str, registry: Registry, key: str, initial: dict[str, Any] | None, *, choose: bool = True
+    title: str,
+    registry: Registry,
+    key: str,
+    initial: dict[str, Any] | None,
+    *,
+    choose: bool = True,
+    locked: Container[str] = frozenset(),
+    sliders: bool = False,
 ) -> dict[str, Any]:
-    """A selectbox over the registry and the chosen entry's parameters; returns {name, **params}."""
+    """A selectbox over the registry and the chosen entry's parameters; returns {name, **params}. Widgets whose
+    keys are in `locked` are shown but cannot be changed (a teacher's locked lesson)."""
     names = list(registry)
     select_key = f"{key}.name"
-    if select_key not in st.session_state:
+    if select_key not in st.session_state or st.session_state[select_key] not in names:
         st.session_state[select_key] = (initial or {}).get("name", names[0])
-    name = st.selectbox(title, names, key=select_key) if choose else st.session_state[select_key]
+    if choose:
+        name = st.selectbox(title, names, key=select_key, disabled=select_key in locked)
+    else:
+        name = st.session_state[select_key]
     entry: Entry = registry[name]
     st.caption(f"{entry.description}  \n*{entry.paper}*" if entry.paper != "—" else entry.description)
     values: dict[str, Any] = {"name": name}
@@ -90,5 +109,8 @@ def component_form(
     columns = st.columns(min(3, max(1, len(entry.params))))
     for i, param in enumerate(entry.params):
         with columns[i % len(columns)]:
-            values[param.name] = param_input(param, f"{key}:{name}:{param.name}", start[param.name])
+            widget_key = f"{key}:{name}:{param.name}"
+            values[param.name] = param_input(
+                param, widget_key, start[param.name], disabled=widget_key in locked, slider=sliders
+            )
     return values

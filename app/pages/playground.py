@@ -1,0 +1,233 @@
+"""Playground: the real optimizers and schedules moving on 2-D landscapes, with their internals at any step, and
+lessons a teacher can share as a URL (and lock)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from app.figures import landscape_figure, playground_loss_chart
+from app.lessons import LESSONS, decode, encode
+from app.ui import component_form
+from models.landscapes import LANDSCAPES
+from workers.playground import LEFT_OUT, PLAYGROUND_OPTIMIZERS, PLAYGROUND_SCHEDULES, Trajectory, internals, trajectory
+
+SLOTS = 4
+DEFAULTS: dict[str, Any] = {"pg.steps": 200, "pg.n": 3, "pg.noise": 0.0, "pg.step": 200}
+SLOT_DEFAULTS = (
+    {"name": "sgd", "lr": 0.01},
+    {"name": "sgd", "lr": 0.01, "momentum": 0.9},
+    {"name": "adam", "lr": 0.05},
+    {"name": "lion", "lr": 0.01},
+)
+
+st.title("Playground")
+
+
+def load(setup: dict[str, Any], tag: str) -> None:
+    """Put a setup into the widgets, once per lesson or link (later edits are the user's)."""
+    if st.session_state.get("pg.loaded") == tag:
+        return
+    for key in [k for k in st.session_state if str(k).startswith("pg.") and k != "pg.loaded"]:
+        del st.session_state[key]
+    st.session_state.update(setup)
+    st.session_state["pg.step"] = int(setup.get("pg.steps", DEFAULTS["pg.steps"]))
+    st.session_state["pg.loaded"] = tag
+
+
+lesson_name = st.query_params.get("lesson")
+lesson = LESSONS.get(lesson_name or "")
+locked_lesson = lesson is not None and st.query_params.get("lock") == "1"
+if lesson is not None:
+    load(lesson.setup, f"lesson:{lesson_name}")
+elif shared := st.query_params.get("setup"):
+    try:
+        load(decode(shared), f"setup:{shared}")
+    except ValueError as exc:
+        st.error(f"The link's setup could not be read ({exc}); showing the defaults.")
+for key, value in DEFAULTS.items():
+    st.session_state.setdefault(key, value)
+
+pick, about = st.columns([1, 2])
+choice = pick.selectbox(
+    "Lesson",
+    ["—", *LESSONS],
+    index=([None, *LESSONS].index(lesson_name) if lesson else 0),
+    format_func=lambda k: "free play" if k == "—" else LESSONS[k].title,
+    disabled=locked_lesson,
+    key="pg.lesson",
+)
+if choice != (lesson_name or "—"):
+    st.query_params.clear()
+    if choice != "—":
+        st.query_params["lesson"] = choice
+    st.session_state.pop("pg.loaded", None)
+    st.rerun()
+if lesson is not None:
+    about.info(
+        f"**{lesson.title}.** {lesson.text}"
+        + ("  \n🔒 Locked by your teacher: only some controls move." if locked_lesson else ""),
+        icon=":material/school:",
+    )
+
+
+def locked_keys(keys: list[str]) -> set[str]:
+    return {k for k in keys if k not in lesson.open} if locked_lesson and lesson else set()
+
+
+controls, view = st.columns([2, 3], gap="large")
+with controls:
+    with st.container(border=True):
+        land = st.session_state.get("pg.land.name", "quadratic")
+        land_keys = ["pg.land.name", *(f"pg.land:{land}:{p.name}" for p in LANDSCAPES[land].params)]
+        land_spec = component_form(
+            "Landscape", LANDSCAPES, "pg.land", {"name": "quadratic"}, sliders=True, locked=locked_keys(land_keys)
+        )
+        land_params = {k: v for k, v in land_spec.items() if k != "name"}
+        c1, c2 = st.columns(2)
+        steps = c1.number_input(
+            "steps", 10, 2000, step=10, key="pg.steps", disabled="pg.steps" in locked_keys(["pg.steps"])
+        )
+        noise = c2.slider(
+            "gradient noise σ",
+            0.0,
+            5.0,
+            step=0.1,
+            key="pg.noise",
+            disabled="pg.noise" in locked_keys(["pg.noise"]),
+            help="each step's gradient gets σ/√batch · N(0, I): a stochastic gradient",
+        )
+    with st.container(border=True):
+        schedule = component_form(
+            "Schedule (every optimizer)",
+            PLAYGROUND_SCHEDULES,
+            "pg.sched",
+            {"name": "constant"},
+            locked=locked_keys(["pg.sched.name"]),
+        )
+    count = st.number_input("optimizers", 1, SLOTS, key="pg.n", disabled=locked_lesson)
+    slots: list[dict[str, Any]] = []
+    for i in range(int(count)):
+        with st.container(border=True):
+            name_key = f"pg.opt{i}.name"
+            current = st.session_state.get(name_key, SLOT_DEFAULTS[i]["name"])
+            param_keys = [f"pg.opt{i}:{current}:{p.name}" for p in PLAYGROUND_OPTIMIZERS[current].params]
+            spec = component_form(
+                f"Optimizer {i + 1}",
+                PLAYGROUND_OPTIMIZERS,
+                f"pg.opt{i}",
+                SLOT_DEFAULTS[i],
+                sliders=True,
+                locked=locked_keys([name_key, *param_keys]),
+            )
+            c1, c2 = st.columns(2)
+            st.session_state.setdefault(f"pg.batch{i}", 1)
+            st.session_state.setdefault(f"pg.warmup{i}", 0)
+            batch = c1.number_input(
+                "batch",
+                1,
+                4096,
+                key=f"pg.batch{i}",
+                disabled=f"pg.batch{i}" in locked_keys([f"pg.batch{i}"]),
+                help="divides the gradient noise by √batch",
+            )
+            warmup = c2.number_input(
+                "warm-up steps",
+                0,
+                10_000,
+                key=f"pg.warmup{i}",
+                disabled=f"pg.warmup{i}" in locked_keys([f"pg.warmup{i}"]),
+                help="a linear LR ramp over the first steps, on top of the schedule",
+            )
+            slots.append({"optimizer": spec, "batch": int(batch), "warmup": int(warmup)})
+    st.caption("Not here: " + "; ".join(f"{k} ({why})" for k, why in LEFT_OUT.items()) + ".")
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def cached_run(land: str, params_json: str, slot_json: str, schedule_json: str, steps: int, noise: float) -> Trajectory:
+    """One optimizer's trajectory; cached, so moving one optimizer's slider recomputes only that one."""
+    landscape = LANDSCAPES[land].build(**json.loads(params_json))
+    slot = json.loads(slot_json)
+    run = trajectory(
+        landscape,
+        slot["optimizer"],
+        json.loads(schedule_json),
+        steps=steps,
+        noise=noise,
+        batch=slot["batch"],
+        warmup=slot["warmup"],
+    )
+    run.batch = slot["batch"]  # type: ignore[attr-defined]
+    return run
+
+
+landscape = LANDSCAPES[land_spec["name"]].build(**land_params)
+runs: dict[str, Trajectory] = {}
+problems: list[str] = []
+for i, slot in enumerate(slots):
+    spec = slot["optimizer"]
+    label = (
+        f"{i + 1}. {spec['name']} η={spec['lr']:g}"
+        + "".join(f" {k}={v:g}" for k, v in spec.items() if k in ("momentum", "beta1") and isinstance(v, int | float))
+        + (f" B={slot['batch']}" if slot["batch"] > 1 else "")
+        + (f" warm-up {slot['warmup']}" if slot["warmup"] else "")
+    )
+    try:
+        run = cached_run(
+            land_spec["name"],
+            json.dumps(land_params, sort_keys=True),
+            json.dumps(slot, sort_keys=True),
+            json.dumps(schedule, sort_keys=True),
+            int(steps),
+            float(noise),
+        )
+    except (ValueError, TypeError, RuntimeError) as exc:
+        problems.append(f"Optimizer {i + 1} ({spec['name']}): {exc}")
+        continue
+    runs[label] = run
+    if run.diverged_at:
+        problems.append(f"Optimizer {i + 1} ({spec['name']}) diverged at step {run.diverged_at}: lower its η.")
+
+with view:
+    for problem in problems:
+        st.warning(problem, icon=":material/warning:")
+    st.session_state["pg.step"] = min(int(st.session_state["pg.step"]), int(steps))
+    step = st.slider("Step", 0, int(steps), key="pg.step", help="the markers and the internals below follow it")
+    st.plotly_chart(landscape_figure(landscape, runs, step), key="pg.contour")
+    x_axis = st.radio("loss against", ("step", "samples"), horizontal=True, key="pg.x")
+    st.plotly_chart(playground_loss_chart(runs, step if x_axis == "step" else 0, x_axis), key="pg.loss")
+    if runs and step > 0:
+        st.markdown(f"**Inside each optimizer at step {step}** (x, y components)")
+        rows = []
+        for label, run in runs.items():
+            for name, (vx, vy) in internals(run, step).items():
+                rows.append({"optimizer": label, "quantity": name, "x": vx, "y": vy})
+        st.dataframe(
+            pd.DataFrame(rows),
+            hide_index=True,
+            column_config={
+                "x": st.column_config.NumberColumn(format="%.4g"),
+                "y": st.column_config.NumberColumn(format="%.4g"),
+            },
+        )
+        st.caption(
+            "effective step Δθ/(−g): the step per unit of gradient each coordinate took (η for plain SGD; "
+            "Adam's is η/(√v̂+ε)·m̂/g). update / LR: ±1 for LION's sign update, before weight decay. The "
+            "other rows are the optimizer's own state, as the library keeps it."
+        )
+
+setup: dict[str, Any] = {
+    str(k): v
+    for k, v in st.session_state.items()
+    if str(k).startswith("pg.") and k not in ("pg.loaded", "pg.lesson") and isinstance(v, int | float | str)
+}
+with st.expander("Share this setup"):
+    st.caption(
+        "Anyone opening this link sees exactly this page. Add `&lock=1` to a `?lesson=` link to let "
+        "students change only the lesson's own controls."
+    )
+    st.code(f"?setup={encode(setup)}", language=None)
+    st.caption("Lessons: " + " · ".join(f"`?lesson={k}`" for k in LESSONS))

@@ -1,0 +1,143 @@
+"""The Playground's engine: the real optimizers and schedules of the registries, stepping on a 2-D landscape.
+
+No queue and no database: a trajectory of a few hundred steps takes milliseconds, so the page computes it on
+every change. Each step records the point, the loss, the LR, the (noisy) gradient, the update, and the
+optimizer's state tensors (momentum buffer, Adam's moments, ...) as the library keeps them, so the page can show
+an optimizer's internals at any step.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.landscapes import Landscape
+from workers.optimizers import OPTIMIZERS
+from workers.registry import Registry
+from workers.schedules import SCHEDULES
+
+# Entries that cannot step a single 2-D point the way they step a network, and why.
+LEFT_OUT = {
+    "muon": "orthogonalises matrix updates; a 2-D point is a vector, which Muon hands to AdamW",
+    "onebit-adam": "simulates several workers sharing a mini-batch",
+    "diloco": "trains several replicas",
+    "noloco": "trains several replicas",
+    "schedulefree-adamw": "evaluates at an averaged point that differs from where it steps",
+}
+PLAYGROUND_OPTIMIZERS = Registry("optimizer", [e for n, e in OPTIMIZERS.items() if n not in LEFT_OUT])
+PLAYGROUND_SCHEDULES = Registry("schedule", [e for e in SCHEDULES.values() if not e.extra.get("online")])
+
+
+@dataclass
+class Trajectory:
+    points: np.ndarray  # (n + 1, 2): the start, then the point after each step
+    loss: np.ndarray  # (n + 1,)
+    lr: np.ndarray  # (n,)
+    grads: np.ndarray  # (n, 2): the gradient each step used (noise included)
+    updates: np.ndarray  # (n, 2): θ_{t+1} − θ_t
+    state: dict[str, np.ndarray] = field(default_factory=dict)  # name → (n, 2), after each step
+    diverged_at: int | None = None  # the step at which the point or loss became non-finite
+
+    @property
+    def steps(self) -> int:
+        return len(self.lr)
+
+
+def trajectory(
+    landscape: Landscape,
+    optimizer: Mapping[str, Any],
+    schedule: Mapping[str, Any] | None = None,
+    *,
+    steps: int = 200,
+    start: tuple[float, float] | None = None,
+    noise: float = 0.0,
+    batch: int = 1,
+    warmup: int = 0,
+    seed: int = 0,
+) -> Trajectory:
+    """Step `optimizer` ({name, **hyper-parameters}) on `landscape` from `start` for `steps` steps, the LR
+    following `schedule` ({name, **params}; constant if None). With `noise` σ > 0 each gradient gets σ/√batch·ξ,
+    ξ ~ N(0, I) from `seed`: a mini-batch of `batch` samples. `warmup` > 0 ramps the LR linearly over that many
+    first steps, on top of the schedule. Stops early if the point diverges."""
+    entry = OPTIMIZERS[optimizer["name"]]
+    hyper = {**entry.defaults, **{k: v for k, v in optimizer.items() if k != "name"}}
+    point = torch.tensor(start or landscape.start, dtype=torch.float64, requires_grad=True)
+    opt = entry.build([point], **hyper)
+    create_graph = bool(entry.extra.get("create_graph"))
+    schedule = dict(schedule or {"name": "constant"})
+    schedule_entry = SCHEDULES[schedule.pop("name")]
+    lr_at, schedule = schedule_entry.build, {**schedule_entry.defaults, **schedule}
+    base_lr = float(hyper["lr"])
+    generator = torch.Generator().manual_seed(seed)
+    scale = noise / math.sqrt(batch)
+
+    n_max = steps
+    points = torch.empty(n_max + 1, 2, dtype=torch.float64)
+    grads, updates = torch.empty(n_max, 2, dtype=torch.float64), torch.empty(n_max, 2, dtype=torch.float64)
+    lrs = torch.empty(n_max, dtype=torch.float64)
+    state: dict[str, torch.Tensor] = {}
+    noise_draws = torch.randn(n_max, 2, generator=generator, dtype=torch.float64).mul_(scale) if scale else None
+    points[0] = point.detach()
+    diverged_at, n = None, 0
+    with torch.no_grad():
+        for t in range(steps):
+            lr = lr_at(t, steps, base_lr, **schedule) * (min(1.0, (t + 1) / warmup) if warmup > 0 else 1.0)
+            lrs[t] = lr
+            for group in opt.param_groups:
+                group["lr"] = lr
+            if create_graph:  # AdaHessian's Hessian-vector products need autograd's graph
+                point.grad = _graph_grad(landscape, point)
+            else:  # the gradient by hand: no graph to build for one 2-D point
+                point.grad = torch.tensor(landscape.grad(*point.tolist()), dtype=torch.float64)
+            if noise_draws is not None:
+                point.grad.add_(noise_draws[t])
+            grads[t] = point.grad.detach()
+            opt.step()
+            points[t + 1] = point
+            for name, value in opt.state[point].items():
+                if torch.is_tensor(value) and value.shape == point.shape:
+                    state.setdefault(name, torch.full((n_max, 2), math.nan, dtype=torch.float64))[t] = value.detach()
+            n = t + 1
+            if not torch.isfinite(point).all():
+                diverged_at = n
+                break
+        updates[:n] = points[1 : n + 1] - points[:n]
+        loss = landscape(points[: n + 1])
+    return Trajectory(
+        points=points[: n + 1].numpy(),
+        loss=loss.numpy(),
+        lr=lrs[:n].numpy(),
+        grads=grads[:n].numpy(),
+        updates=updates[:n].numpy(),
+        state={k: v[:n].numpy() for k, v in state.items()},
+        diverged_at=diverged_at,
+    )
+
+
+def _graph_grad(landscape: Landscape, point: torch.Tensor) -> torch.Tensor:
+    with torch.enable_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Using backward\\(\\) with create_graph=True")
+        point.grad = None
+        landscape(point).backward(create_graph=True)
+    assert point.grad is not None
+    return point.grad
+
+
+def internals(run: Trajectory, step: int) -> dict[str, tuple[float, float]]:
+    """What an optimizer did at `step` (1-based), per coordinate: the gradient, the update, the effective step
+    Δθ/(−g) (η for plain SGD; η/(√v̂+ε)·m̂/g for Adam), the update in LRs Δθ/η (±1 for LION's sign update, before
+    weight decay), and every state tensor the optimizer keeps."""
+    i = min(max(step, 1), run.steps) - 1
+    g, d = run.grads[i], run.updates[i]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        effective = np.where(g != 0, -d / g, np.nan)
+        in_lrs = d / run.lr[i] if run.lr[i] else np.full(2, np.nan)
+    out = {"gradient g": g, "update Δθ": d, "effective step Δθ/(−g)": effective, "update / LR": in_lrs}
+    out.update({name: values[i] for name, values in run.state.items()})
+    return {name: (float(v[0]), float(v[1])) for name, v in out.items()}
