@@ -193,3 +193,34 @@ def estimate_seconds(specs: Iterable[Mapping[str, Any]], per_step: Mapping[str, 
     """Seconds one worker needs for these run specs (dicts with task.name and steps)."""
     fallback = float(np.median(list(per_step.values()))) if per_step else DEFAULT_SECONDS_PER_STEP
     return sum(spec["steps"] * per_step.get(spec["task"]["name"], fallback) for spec in specs)
+
+
+@dataclass(frozen=True)
+class RangeSuggestion:
+    steepest: float  # the LR where the loss falls fastest per decade
+    valley: float  # a tenth of the LR at the lowest loss
+    low: float
+    high: float
+    cut: int  # points used: up to where the loss passed 4× its minimum so far (the blow-up)
+
+
+def suggest_lr_range(lrs: Sequence[float], losses: Sequence[float], smoothing: float = 0.9) -> RangeSuggestion:
+    """From an LR range test (loss against an exponentially growing LR): the steepest-descent LR and a tenth of
+    the lowest-loss LR (Smith 2017; fastai's `lr_steep`/`lr_min`), the range between them, after TensorBoard
+    smoothing and ignoring what follows the blow-up."""
+    lr, loss = np.asarray(lrs, float), ema_smooth(np.asarray(losses, float), smoothing)
+    keep = np.isfinite(loss) & (lr > 0)
+    lr, loss = lr[keep], loss[keep]
+    if len(lr) < 5:
+        raise ValueError("a range test needs at least five finite points")
+    best = np.minimum.accumulate(loss)
+    blown = np.flatnonzero(loss > 4 * best)
+    cut = int(blown[0]) if len(blown) else len(loss)
+    lr, loss = lr[:cut], loss[:cut]
+    slope = np.gradient(loss, np.log10(lr))
+    steepest = float(lr[int(np.argmin(slope))])
+    valley = float(lr[int(np.argmin(loss))]) / 10
+    return RangeSuggestion(steepest, valley, min(steepest, valley), max(steepest, valley), cut)
+
+
+GAUSSIAN_L1_L2 = math.sqrt(2 / math.pi)  # E‖g‖₁/(√d‖g‖₂) for g with i.i.d. Gaussian coordinates, large d

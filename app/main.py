@@ -15,6 +15,7 @@ pages = [
     st.Page("pages/sweeps.py", title="Sweeps", icon=":material/grid_view:"),
     st.Page("pages/compare.py", title="Compare", icon=":material/stacked_line_chart:"),
     st.Page("pages/playground.py", title="Playground", icon=":material/school:"),
+    st.Page("pages/laws.py", title="Laws", icon=":material/functions:"),
     st.Page("pages/reference.py", title="Reference", icon=":material/menu_book:"),
 ]
 st.navigation(pages).run()

@@ -44,8 +44,15 @@ def rosenbrock(a: float, b: float) -> Landscape:
     def grad(x: float, y: float) -> tuple[float, float]:
         return -2 * (a - x) - 4 * b * x * (y - x * x), 2 * b * (y - x * x)
 
-    return Landscape(lambda x, y: (a - x) ** 2 + b * (y - x**2) ** 2, grad, (-1.5, 2.0), (-2.0, 2.0), (-1.0, 3.0),
-                     (a, a * a), log_contours=True)  # fmt: skip
+    return Landscape(
+        lambda x, y: (a - x) ** 2 + b * (y - x**2) ** 2,
+        grad,
+        (-1.5, 2.0),
+        (-2.0, 2.0),
+        (-1.0, 3.0),
+        (a, a * a),
+        log_contours=True,
+    )
 
 
 def beale() -> Landscape:
@@ -54,15 +61,18 @@ def beale() -> Landscape:
 
     def grad(x: float, y: float) -> tuple[float, float]:
         t1, t2, t3 = 1.5 - x + x * y, 2.25 - x + x * y * y, 2.625 - x + x * y**3
-        return (2 * t1 * (y - 1) + 2 * t2 * (y * y - 1) + 2 * t3 * (y**3 - 1),
-                2 * t1 * x + 4 * t2 * x * y + 6 * t3 * x * y * y)  # fmt: skip
+        return (
+            2 * t1 * (y - 1) + 2 * t2 * (y * y - 1) + 2 * t3 * (y**3 - 1),
+            2 * t1 * x + 4 * t2 * x * y + 6 * t3 * x * y * y,
+        )
 
     return Landscape(fn, grad, (1.0, 1.4), (-4.5, 4.5), (-4.5, 4.5), (3.0, 0.5), log_contours=True)
 
 
 def rastrigin(amplitude: float) -> Landscape:
     def fn(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return 2 * amplitude + x**2 - amplitude * torch.cos(2 * math.pi * x) + y**2 - amplitude * torch.cos(2 * math.pi * y)
+        ripple = torch.cos(2 * math.pi * x) + torch.cos(2 * math.pi * y)
+        return 2 * amplitude + x**2 + y**2 - amplitude * ripple
 
     def grad(x: float, y: float) -> tuple[float, float]:
         k = 2 * math.pi * amplitude
@@ -74,40 +84,70 @@ def rastrigin(amplitude: float) -> Landscape:
 def saddle(quartic: float) -> Landscape:
     """x² − y² + c·y⁴: a saddle at the origin, minima at y = ±1/√(2c)."""
     minimum = (0.0, 1 / math.sqrt(2 * quartic)) if quartic > 0 else None
-    return Landscape(lambda x, y: x**2 - y**2 + quartic * y**4, lambda x, y: (2 * x, -2 * y + 4 * quartic * y**3),
-                     (1.5, 1e-3), (-2.0, 2.0), (-2.0, 2.0), minimum)  # fmt: skip
+    return Landscape(
+        lambda x, y: x**2 - y**2 + quartic * y**4,
+        lambda x, y: (2 * x, -2 * y + 4 * quartic * y**3),
+        (1.5, 1e-3),
+        (-2.0, 2.0),
+        (-2.0, 2.0),
+        minimum,
+    )
 
 
 def quadratic(condition_number: float) -> Landscape:
     """½(x²/κ + y²): curvatures 1/κ and 1, so the step that is stable across y (< 2) crawls along x."""
-    return Landscape(lambda x, y: 0.5 * (x**2 / condition_number + y**2), lambda x, y: (x / condition_number, y),
-                     (-4.5, 1.5), (-5.0, 5.0), (-2.0, 2.0), (0.0, 0.0))  # fmt: skip
+    return Landscape(
+        lambda x, y: 0.5 * (x**2 / condition_number + y**2),
+        lambda x, y: (x / condition_number, y),
+        (-4.5, 1.5),
+        (-5.0, 5.0),
+        (-2.0, 2.0),
+        (0.0, 0.0),
+    )
 
 
 LANDSCAPES = Registry(
     "landscape",
     [
-        Entry("quadratic", "An ill-conditioned quadratic ½(x²/κ + y²): gradient descent zig-zags across the steep "
-              "direction and crawls along the shallow one; momentum fixes it.",
-              "Goh, \"Why Momentum Really Works\", Distill 2017",
-              (Param("condition_number", "float", 25.0, "κ: the ratio of the two curvatures", ge=1.0, le=1e4,
-                     log=True),),  # fmt: skip
-              quadratic),
-        Entry("rosenbrock", "Rosenbrock's banana: a curved, flat-bottomed valley to the minimum at (a, a²).",
-              "Rosenbrock, The Computer Journal 3(3), 1960",
-              (Param("a", "float", 1.0, ge=-2.0, le=2.0), Param("b", "float", 100.0, "valley steepness", gt=0.0,
-                                                                  le=1000.0)),  # fmt: skip
-              rosenbrock),
-        Entry("beale", "Beale's function: flat plateaus and sharp ridges; minimum at (3, 0.5).",
-              "Beale, On an iterative method for finding a local minimum, 1958", (), beale),
-        Entry("rastrigin", "Rastrigin's function: a bowl covered in local minima; minimum at the origin.",
-              "Rastrigin, Systems of extremal control, 1974",
-              (Param("amplitude", "float", 10.0, "height of the ripples", ge=0.0, le=50.0),), rastrigin),
-        Entry("saddle", "A saddle x² − y² + c·y⁴ started almost on the ridge: plain gradient descent lingers, "
-              "sign- and Adam-like steps escape at once.",
-              "Dauphin et al., Identifying and attacking the saddle point problem, NeurIPS 2014",
-              (Param("quartic", "float", 0.25, "c: how far away the minima sit (0: unbounded below)", ge=0.0,
-                     le=10.0),),  # fmt: skip
-              saddle),
+        Entry(
+            "quadratic",
+            "An ill-conditioned quadratic ½(x²/κ + y²): gradient descent zig-zags across the steep "
+            "direction and crawls along the shallow one; momentum fixes it.",
+            'Goh, "Why Momentum Really Works", Distill 2017',
+            (Param("condition_number", "float", 25.0, "κ: the ratio of the two curvatures", ge=1.0, le=1e4, log=True),),
+            quadratic,
+        ),
+        Entry(
+            "rosenbrock",
+            "Rosenbrock's banana: a curved, flat-bottomed valley to the minimum at (a, a²).",
+            "Rosenbrock, The Computer Journal 3(3), 1960",
+            (
+                Param("a", "float", 1.0, ge=-2.0, le=2.0),
+                Param("b", "float", 100.0, "valley steepness", gt=0.0, le=1000.0),
+            ),
+            rosenbrock,
+        ),
+        Entry(
+            "beale",
+            "Beale's function: flat plateaus and sharp ridges; minimum at (3, 0.5).",
+            "Beale, On an iterative method for finding a local minimum, 1958",
+            (),
+            beale,
+        ),
+        Entry(
+            "rastrigin",
+            "Rastrigin's function: a bowl covered in local minima; minimum at the origin.",
+            "Rastrigin, Systems of extremal control, 1974",
+            (Param("amplitude", "float", 10.0, "height of the ripples", ge=0.0, le=50.0),),
+            rastrigin,
+        ),
+        Entry(
+            "saddle",
+            "A saddle x² − y² + c·y⁴ started almost on the ridge: plain gradient descent lingers, "
+            "sign- and Adam-like steps escape at once.",
+            "Dauphin et al., Identifying and attacking the saddle point problem, NeurIPS 2014",
+            (Param("quartic", "float", 0.25, "c: how far away the minima sit (0: unbounded below)", ge=0.0, le=10.0),),
+            saddle,
+        ),
     ],
 )

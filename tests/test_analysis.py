@@ -18,6 +18,7 @@ from app.analysis import (
     legend_labels,
     seconds_per_step,
     short_field,
+    suggest_lr_range,
     time_to_target,
 )
 
@@ -146,3 +147,27 @@ def test_duration_estimate_from_finished_runs() -> None:
     assert pace == {"digits-mlp": pytest.approx(0.02), "moons-mlp": pytest.approx(0.001)}
     specs = [{"task": {"name": "digits-mlp"}, "steps": 500}, {"task": {"name": "charlm"}, "steps": 100}]
     assert estimate_seconds(specs, pace) == pytest.approx(500 * 0.02 + 100 * 0.0105)  # unknown task: the median
+
+
+def test_lr_range_suggestion_on_a_synthetic_curve() -> None:
+    lrs = np.geomspace(1e-7, 10, 400)
+    u = np.log10(lrs / 1e-3)
+    loss = 2 - np.tanh(u) + 10 ** (2 * (u - 3))  # falls fastest at 1e-3, blows up past ~1
+    exact = suggest_lr_range(lrs, loss, smoothing=0.0)
+    assert exact.steepest == pytest.approx(1e-3, rel=0.05)
+    assert exact.valley == pytest.approx(lrs[np.argmin(loss)] / 10)  # numpy's argmin on the raw curve
+    assert exact.low == exact.steepest and exact.high == exact.valley and exact.cut < len(lrs)
+    noisy = loss * np.exp(np.random.default_rng(0).normal(0, 0.05, len(lrs)))
+    assert suggest_lr_range(lrs, noisy).steepest == pytest.approx(1e-3, rel=1.0)  # within a factor of 2
+
+
+def test_step_law_at_the_published_points() -> None:
+    from workers.scaling import scaled_lr, step_law
+
+    lr, batch = step_law(1e8, 2e9)  # ALGORITHMS.md: η* ≈ 2.5e-3, B* ≈ 1.19e5 tokens
+    assert lr == pytest.approx(2.54e-3, rel=0.01) and batch == pytest.approx(1.19e5, rel=0.01)
+    lr, batch = step_law(1e9, 1e11)  # η* ≈ 1.6e-3, B* ≈ 1.1e6 tokens
+    assert lr == pytest.approx(1.6e-3, rel=0.03) and batch == pytest.approx(1.1e6, rel=0.03)
+    assert scaled_lr(0.1, 32, 128, "linear") == pytest.approx(0.4) and scaled_lr(0.1, 32, 128, "sqrt") == 0.2
+    with pytest.raises(ValueError):
+        step_law(0, 1e9)

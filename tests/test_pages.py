@@ -285,3 +285,39 @@ def test_playground_setup_link_round_trips(stack: Stack) -> None:
 
     shared = decode(code.removeprefix("?setup="))
     assert {k: shared[k] for k in setup} == setup
+
+
+def test_laws_page_range_test_step_law_memory_and_prefill_links(stack: Stack) -> None:
+    import numpy as np
+
+    from workers.scaling import step_law
+
+    spec = parse_spec({"name": "rt", "task": "moons-mlp", "optimizer": {"name": "adamw", "lr": 10.0}, "steps": 300,
+                       "schedule": {"name": "range-test", "start_lr": 1e-7}})  # fmt: skip
+    rid = stack.store.create_run("rt", spec.model_dump(mode="json"))
+    lrs = np.geomspace(1e-7, 10, 300)
+    u = np.log10(lrs / 1e-3)
+    loss = 2 - np.tanh(u) + 10 ** (2 * (u - 3))
+    stack.store.claim(rid, "w", "cpu", 30)
+    stack.store.record(rid, [(i + 1, "lr", float(lr)) for i, lr in enumerate(lrs)]
+                       + [(i + 1, "loss", float(v)) for i, v in enumerate(loss)])  # fmt: skip
+    stack.store.finish(rid, "completed")
+    at = app("pages/laws.py")
+    hint = next(m.value for m in at.markdown if "suggested LR" in m.value)
+    suggested = float(hint.split("suggested LR ")[1].split(",")[0])
+    assert 5e-4 < suggested < 2e-3  # the synthetic curve falls fastest at 1e-3
+    lr, tokens = step_law(1e8, 10**9.3)
+    assert next(m for m in at.metric if m.label == "η*").value == f"{lr:.3g}"
+    assert next(m for m in at.metric if m.label == "B* (tokens)").value == f"{tokens:,.0f}"
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    memory = next(c for c in charts if c["layout"].get("xaxis", {}).get("title", {}).get("text", "").endswith("KiB)"))
+    by_name = dict(zip(memory["data"][0]["y"], values(memory["data"][0], "x"), strict=True))
+    assert by_name["adam"] == pytest.approx(2 * by_name["lion"], rel=0.01)  # two moments against one
+    assert by_name["sgd"] == pytest.approx(by_name["lion"], rel=0.01)  # one momentum buffer each
+
+    launch = app(optimizer="lion", lr="0.0003")  # "Use in Launch"
+    assert launch.selectbox(key="optimizer.name").value == "lion"
+    assert launch.number_input(key="optimizer:lion:lr").value == pytest.approx(3e-4)
+    sweeps = app("pages/sweeps.py", lr_low="0.0001", lr_high="0.01")  # "Use as sweep bounds"
+    assert sweeps.selectbox(key="sw.axis0.kind").value == "log range"
+    assert sweeps.text_input(key="sw.axis0.values").value == "0.0001, 0.01"

@@ -52,6 +52,7 @@ PINNED = {
             "polynomial",
             "cyclic",
             "hypergradient",
+            "range-test",
             "uba",
         ],
     ),

@@ -234,3 +234,10 @@ def test_logged_lr_equals_the_preview_for_every_schedule(name: str) -> None:
     run(spec, sink, torch.device("cpu"))
     steps, lrs = curve(name, 60, 0.05, {k: v for k, v in params.items()})
     assert [sink.series("lr")[k] for k in steps] == pytest.approx(lrs, rel=1e-12)
+
+
+def test_range_test_ramps_exponentially_from_start_to_end() -> None:
+    from workers.schedules import range_test
+
+    lrs = [range_test(t, 5, 10.0, start_lr=1e-7) for t in range(5)]
+    assert lrs == pytest.approx([1e-7, 1e-7 * 1e2, 1e-3, 1e-1, 10.0], rel=1e-9)  # 8 decades in 4 equal steps ×100

@@ -24,6 +24,13 @@ def constant(step: int, total_steps: int, lr: float) -> float:
     return lr
 
 
+def range_test(step: int, total_steps: int, lr: float, start_lr: float) -> float:
+    """LR range test: an exponential ramp from `start_lr` at the first step to `lr` at the last."""
+    if total_steps <= 1:
+        return lr
+    return start_lr * (lr / start_lr) ** (step / (total_steps - 1))
+
+
 def step_decay(step: int, total_steps: int, lr: float, step_size: int, gamma: float) -> float:
     """Multiply by `gamma` every `step_size` steps (torch's StepLR)."""
     return lr * gamma ** (step // step_size)
@@ -262,6 +269,14 @@ _ENTRIES: Sequence[Entry] = [
         {"online": HypergradientLR},
     ),
     _entry(
+        "range-test",
+        "LR range test: the LR grows exponentially from start_lr to the optimizer's lr (its end, e.g. 10) over the "
+        "run, which stops when the loss diverges; loss against LR shows where training works (Laws page).",
+        "Smith, Cyclical Learning Rates for Training Neural Networks, WACV 2017, arXiv:1506.01186",
+        (Param("start_lr", "float", 1e-7, "the LR at the first step", gt=0.0, log=True),),
+        range_test,
+    ),
+    _entry(
         "uba",
         "UBA (unverified form): a budget-aware decay with one knob φ; φ = 2 is cosine, φ < 2 decays later, "
         "φ > 2 earlier. Formula from third-party code, not yet checked against the paper (ALGORITHMS.md §1).",
@@ -284,6 +299,7 @@ RULES = {
     "polynomial": "η_min + (η − η_min)(1 − t/T)^p",
     "cyclic": "η_min + (η − η_min)·max(0, 1 − |t/s − 2c + 1|), c = ⌊1 + t/2s⌋ (÷2^(c−1) for triangular2)",
     "hypergradient": "α_t = α_{t−1} + β·g_t·u_{t−1},  u_{t−1} = −Δθ_{t−1}/α_{t−1}  (online; g·g for SGD)",
+    "range-test": "η_t = η_0·(η/η_0)^(t/(T−1)),  η_0 = start_lr",
     "uba": "u = 1 + cos(πt/T);  η_t = η_min + (η − η_min)·2u/(2φ + (2 − φ)u)  (unverified form)",
 }
 

@@ -53,6 +53,15 @@ if clone and clone.isdigit() and st.session_state.get("cloned_from") != int(clon
     if source is not None:
         apply_clone(source.spec, source.id)
 
+wanted = (st.query_params.get("optimizer"), st.query_params.get("lr"))  # from the Laws page's range test
+if wanted[0] in OPTIMIZERS and wanted[1] and st.session_state.get("prefilled") != wanted:
+    try:
+        st.session_state["optimizer.name"] = wanted[0]
+        st.session_state[f"optimizer:{wanted[0]}:lr"] = float(wanted[1])
+        st.session_state["prefilled"] = wanted
+    except ValueError:
+        pass
+
 st.title("Launch a run")
 if st.session_state.get("cloned_from"):
     st.info(f"Form filled from run #{st.session_state['cloned_from']}. Change anything, then launch.")

@@ -85,6 +85,16 @@ def _number(value: Any) -> Any:
 
 
 def builder() -> None:
+    bounds = (st.query_params.get("lr_low"), st.query_params.get("lr_high"))  # from the Laws page's range test
+    if all(bounds) and st.session_state.get("sw.prefilled") != bounds:
+        st.session_state.update(
+            {
+                "sw.axis0.field": "optimizer.lr",
+                "sw.axis0.kind": "log range",
+                "sw.axis0.values": f"{bounds[0]}, {bounds[1]}",
+                "sw.prefilled": bounds,
+            }
+        )
     st.session_state.setdefault("sw.steps", 300)
     st.session_state.setdefault("sw.eval_every", 50)
     st.session_state.setdefault("sw.name", "sweep")
@@ -429,6 +439,8 @@ def viewer(store: Store) -> None:
     analysis_panel(sweep_id, runs)
 
 
+if st.query_params.get("lr_low") and "sweeps.view" not in st.session_state:
+    st.session_state["sweeps.view"] = "New sweep"
 view = st.segmented_control(
     "View", ("Sweeps", "New sweep"), key="sweeps.view", default="Sweeps", label_visibility="collapsed"
 )

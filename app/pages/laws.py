@@ -1,0 +1,339 @@
+"""Laws: experiments that teach a result from the papers — the LR range test, LR–batch-size scaling rules, the
+Step Law, the gradient ℓ1/ℓ2 ratio, optimizer memory, and schedules side by side."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from app.analysis import GAUSSIAN_L1_L2, suggest_lr_range
+from app.figures import PALETTE, metric_chart, schedule_preview
+from app.ui import get_store, run_label
+from db.store import FINISHED
+from models.tasks import TASKS
+from workers.celery_app import QueueUnavailable, submit, submit_sweep
+from workers.optimizers import OPTIMIZERS
+from workers.scaling import scaled_lr, step_law, step_law_grid
+from workers.schedules import SCHEDULES, curve
+from workers.spec import SpecError, parse_spec
+
+store = get_store()
+st.title("Laws")
+st.caption(
+    "Experiments that show a result from the papers on real runs. Each queues ordinary runs or sweeps, so "
+    "their curves are also on the Compare and Sweeps pages."
+)
+
+SCALING_SIZES = (16, 32, 64, 128, 256, 512, 1024)
+range_tab, scaling_tab, steplaw_tab, ratio_tab, memory_tab, schedule_tab = st.tabs(
+    ["LR range test", "Scaling rules", "Step Law", "Gradient ℓ1/ℓ2", "Optimizer memory", "Schedules"]
+)
+
+with range_tab:
+    st.markdown(
+        "The LR grows exponentially from 1e-7 to 10 while the model trains; the loss falls where the LR "
+        "is useful and blows up past it. The suggestion: from the steepest fall to a tenth of the LR at the "
+        "lowest loss (Smith 2017)."
+    )
+    c1, c2, c3, c4, c5 = st.columns(5)
+    task = c1.selectbox("Task", list(TASKS), key="rt.task")
+    optimizer = c2.selectbox("Optimizer", list(OPTIMIZERS), index=list(OPTIMIZERS).index("adamw"), key="rt.opt")
+    batch = c3.number_input("Batch size", 1, 4096, 64, key="rt.batch")
+    steps = c4.number_input("Steps", 20, 5000, 300, key="rt.steps")
+    c5.write("")
+    if c5.button("Run a range test", type="primary", key="rt.go"):
+        try:
+            spec = parse_spec(
+                {
+                    "name": f"range test {optimizer} B={batch} {task}",
+                    "task": task,
+                    "steps": int(steps),
+                    "optimizer": {"name": optimizer, "lr": 10.0},
+                    "eval_every": int(steps),
+                    "schedule": {"name": "range-test", "start_lr": 1e-7},
+                    "batch": {"size": int(batch)},
+                }
+            )
+            run_id = submit(store, spec)
+        except SpecError as exc:
+            st.error("\n".join(f"`{e.field}`: {e.message}" for e in exc.errors))
+        except QueueUnavailable as exc:
+            st.error(f"Nothing is running it: {exc}")
+        else:
+            st.success(f"Range test #{run_id} queued; it appears below as it runs.")
+    tests = [r for r in store.list_runs() if r.spec.get("schedule", {}).get("name") == "range-test"]
+    if not tests:
+        st.info("No range tests yet: run one above, per optimizer and batch size, and compare them here.")
+    else:
+        chosen = st.multiselect(
+            "Range tests",
+            [r.id for r in tests],
+            default=[r.id for r in tests[:4]],
+            format_func=lambda i: run_label(next(r for r in tests if r.id == i)),
+            key="rt.runs",
+        )
+        fig, rows = go.Figure(), []
+        frame = store.metrics(chosen, ["loss", "lr"]) if chosen else pd.DataFrame()
+        for i, run_id in enumerate(chosen):
+            wide = frame[frame.run_id == run_id].pivot(index="step", columns="metric", values="value").dropna()
+            if len(wide) < 5:
+                continue
+            color = PALETTE[i % len(PALETTE)]
+            label = run_label(next(r for r in tests if r.id == run_id))
+            fig.add_trace(go.Scatter(x=wide["lr"], y=wide["loss"], mode="lines", name=label, line={"color": color}))
+            hint = suggest_lr_range(wide["lr"].to_numpy(), wide["loss"].to_numpy())
+            fig.add_vrect(x0=hint.low, x1=hint.high, fillcolor=color, opacity=0.12, line_width=0)
+            rows.append(
+                {
+                    "run": label,
+                    "steepest LR": hint.steepest,
+                    "valley LR": hint.valley,
+                    "id": run_id,
+                    "optimizer": next(r for r in tests if r.id == run_id).spec["optimizer"]["name"],
+                }
+            )
+        fig.update_layout(
+            xaxis_title="learning rate",
+            yaxis_title="train loss",
+            height=420,
+            margin={"l": 10, "r": 10, "t": 30, "b": 10},
+            legend={"orientation": "h", "y": -0.2},
+        )
+        fig.update_xaxes(type="log")
+        st.plotly_chart(fig, key="rt.chart")
+        for row in rows:
+            c1, c2, c3 = st.columns([3, 1, 1])
+            c1.markdown(
+                f"**{row['run']}**: suggested LR {row['steepest LR']:.2g}, range "
+                f"{min(row['steepest LR'], row['valley LR']):.2g} – {max(row['steepest LR'], row['valley LR']):.2g}"
+            )
+            c2.page_link(
+                "pages/launch.py",
+                label="Use in Launch",
+                icon=":material/rocket_launch:",
+                query_params={"optimizer": row["optimizer"], "lr": f"{row['steepest LR']:.3g}"},
+            )
+            low, high = sorted((row["steepest LR"], row["valley LR"]))
+            c3.page_link(
+                "pages/sweeps.py",
+                label="Use as sweep bounds",
+                icon=":material/grid_view:",
+                query_params={"lr_low": f"{low:.3g}", "lr_high": f"{high:.3g}"},
+            )
+
+with scaling_tab:
+    st.markdown(
+        "Batch sizes 16 to 1,024, the LR scaled from a base tuned at 16 by the **linear** rule (η·B/16) "
+        "and by the **square-root** rule (η·√(B/16)), for SGD and for Adam. A rule is right for an "
+        "optimizer when the loss against *samples seen* stays the same as the batch grows (Granziol et "
+        "al., JMLR 2022: linear for SGD, square root for Adam)."
+    )
+    c1, c2, c3, c4 = st.columns(4)
+    s_task = c1.selectbox("Task", list(TASKS), key="sc.task")
+    sgd_lr = c2.number_input("SGD base LR at B=16", value=0.02, format="%g", key="sc.sgd")
+    adam_lr = c3.number_input("Adam base LR at B=16", value=0.001, format="%g", key="sc.adam")
+    samples = c4.number_input(
+        "Samples per run",
+        1000,
+        10**7,
+        64_000,
+        step=1000,
+        key="sc.samples",
+        help="each run sees as many samples, so steps = samples / B",
+    )
+    if st.button("Queue the experiment (2 rules × 2 optimizers × 7 batch sizes)", key="sc.go"):
+        try:
+            for rule in ("linear", "sqrt"):
+                specs = [
+                    parse_spec(
+                        {
+                            "name": f"scaling {rule} {opt} B={size}",
+                            "task": s_task,
+                            "batch": {"size": size},
+                            "optimizer": {"name": opt, "lr": scaled_lr(base, 16, size, rule)},
+                            "steps": max(1, int(samples) // size),
+                            "eval_every": max(1, int(samples) // size),
+                        }
+                    )
+                    for opt, base in (("sgd", sgd_lr), ("adam", adam_lr))
+                    for size in SCALING_SIZES
+                ]
+                submit_sweep(store, f"scaling-rules {rule}", {"name": f"scaling-rules {rule}", "rule": rule}, specs)
+        except SpecError as exc:
+            st.error("\n".join(f"`{e.field}`: {e.message}" for e in exc.errors))
+        except QueueUnavailable as exc:
+            st.error(f"Nothing is running it: {exc}")
+        else:
+            st.success("Queued two sweeps, 'scaling-rules linear' and 'scaling-rules sqrt'.")
+    experiments = {str(s.spec.get("rule")): s for s in store.list_sweeps() if s.name.startswith("scaling-rules ")}
+    if not experiments:
+        st.info("Queue the experiment to see which rule keeps the curves aligned.")
+    else:
+        fig = go.Figure()
+        spread = []
+        for rule, sweep in sorted(experiments.items()):
+            runs = [r for r in store.list_runs(sweep_id=sweep.id) if r.status in FINISHED]
+            finals = store.summaries([r.id for r in runs])
+            for j, opt in enumerate(("sgd", "adam")):
+                points = sorted(
+                    (r.spec["batch"]["size"], finals.get(r.id, {}).get("final", math.nan))
+                    for r in runs
+                    if r.spec["optimizer"]["name"] == opt
+                )
+                if not points:
+                    continue
+                xs, ys = zip(*points, strict=True)
+                fig.add_trace(
+                    go.Scatter(
+                        x=xs,
+                        y=ys,
+                        mode="lines+markers",
+                        name=f"{opt}, {rule} rule",
+                        line={"color": PALETTE[j], "dash": "solid" if rule == "linear" else "dot"},
+                    )
+                )
+                finite = [y for y in ys if math.isfinite(y)]
+                spread.append(
+                    {
+                        "optimizer": opt,
+                        "rule": rule,
+                        "batch sizes": len(points),
+                        "final loss spread (max − min)": max(finite) - min(finite) if finite else math.nan,
+                        "diverged": len(ys) - len(finite),
+                    }
+                )
+        fig.update_layout(
+            xaxis_title="batch size",
+            yaxis_title="final train loss (same samples seen)",
+            height=380,
+            margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        )
+        fig.update_xaxes(type="log")
+        st.plotly_chart(fig, key="sc.chart")
+        st.dataframe(pd.DataFrame(spread), hide_index=True)
+        st.caption(
+            "The flatter a line (the smaller its spread), the better that rule keeps training on track as "
+            "the batch grows. Overlay the curves against samples seen on the Compare page."
+        )
+
+with steplaw_tab:
+    st.markdown(
+        "**Step Law** (Li et al., *Predictable Scale: Part I*, 2025): for a language model with N "
+        "non-embedding parameters trained on D tokens, η* = 1.79·N^−0.713·D^0.307 and "
+        "B* = 0.58·D^0.571 tokens. Fitted on AdamW LLM pre-training; a default for language models only."
+    )
+    c1, c2 = st.columns(2)
+    n_exp = c1.slider("log10 N (parameters)", 6.0, 12.0, 8.0, 0.1, key="sl.n")
+    d_exp = c2.slider("log10 D (tokens)", 8.0, 13.0, 9.3, 0.1, key="sl.d")
+    lr, tokens = step_law(10**n_exp, 10**d_exp)
+    m1, m2, m3 = st.columns(3)
+    m1.metric("N, D", f"{10**n_exp:.3g}, {10**d_exp:.3g}")
+    m2.metric("η*", f"{lr:.3g}")
+    m3.metric("B* (tokens)", f"{tokens:,.0f}", help="divide by the sequence length for sequences per batch")
+    ns, ds = np.logspace(6, 12, 60), np.logspace(8, 13, 60)
+    lrs, _ = step_law_grid(ns, ds)
+    surface = go.Figure(
+        go.Contour(
+            x=np.log10(ns),
+            y=np.log10(ds),
+            z=np.log10(lrs),
+            colorscale="Viridis",
+            colorbar={"title": {"text": "log10 η*"}},
+            contours={"showlabels": True},
+        )
+    )
+    surface.add_trace(
+        go.Scatter(
+            x=[n_exp], y=[d_exp], mode="markers", name="your model", marker={"symbol": "x", "size": 14, "color": "red"}
+        )
+    )
+    surface.update_layout(
+        xaxis_title="log10 N", yaxis_title="log10 D", height=420, margin={"l": 10, "r": 10, "t": 30, "b": 10}
+    )
+    st.plotly_chart(surface, key="sl.chart")
+
+with ratio_tab:
+    st.markdown(
+        f"‖g‖₁/(√d‖g‖₂) lies in [1/√d, 1]. For a gradient with i.i.d. Gaussian coordinates it is "
+        f"√(2/π) ≈ {GAUSSIAN_L1_L2:.3f}; the AdamW and LION convergence papers observe ‖g‖₁ = Θ(√d)‖g‖₂ on "
+        f"real networks, which makes their ℓ1 rates comparable to SGD's ℓ2 ones."
+    )
+    runs = store.list_runs()
+    picked = st.multiselect(
+        "Runs",
+        [r.id for r in runs],
+        default=[r.id for r in runs[:3]],
+        key="l1.runs",
+        format_func=lambda i: run_label(next(r for r in runs if r.id == i)),
+    )
+    if picked:
+        labels = {r.id: run_label(r) for r in runs if r.id in picked}
+        fig = metric_chart(store.metrics(picked, ["grad_l1_l2_ratio"]), ["grad_l1_l2_ratio"], labels)
+        fig.add_hline(y=GAUSSIAN_L1_L2, line={"dash": "dash", "color": "#888"}, annotation_text="√(2/π)")
+        st.plotly_chart(fig, key="l1.chart")
+    else:
+        st.info("Choose runs to see their gradients' ℓ1/ℓ2 ratio.")
+
+
+@st.cache_data(show_spinner="Building every optimizer on the task...")
+def state_bytes(task: str) -> pd.DataFrame:
+    """Optimizer state after three real training steps of each optimizer on `task`, at its defaults."""
+    from workers.training import ListSink, run
+
+    rows = []
+    for name in OPTIMIZERS:
+        spec = parse_spec({"task": task, "optimizer": name, "steps": 3, "eval_every": 3, "device": "cpu"})
+        sink = ListSink()
+        run(spec, sink)
+        rows.append({"optimizer": name, "bytes": sink.series("optimizer_state_bytes").get(3, math.nan)})
+    return pd.DataFrame(rows).sort_values("bytes")
+
+
+with memory_tab:
+    st.markdown(
+        "What each optimizer keeps between steps (momentum buffers, moments, accumulators), measured "
+        "after three real steps on the chosen task. FRUGAL's point: most of it can go."
+    )
+    m_task = st.selectbox("Task", list(TASKS), key="mem.task")
+    table = state_bytes(m_task)
+    params = TASKS[m_task].build(seed=0, **TASKS[m_task].defaults).model
+    size = sum(p.numel() * p.element_size() for p in params.parameters())
+    fig = go.Figure(
+        go.Bar(
+            x=(table["bytes"] / 1024).tolist(),
+            y=table["optimizer"].tolist(),
+            orientation="h",
+            marker={"color": PALETTE[0]},
+            text=[f"{b / size:.1f}× params" for b in table["bytes"]],
+        )
+    )
+    fig.update_layout(xaxis_title="optimizer state (KiB)", height=520, margin={"l": 10, "r": 10, "t": 30, "b": 10})
+    st.plotly_chart(fig, key="mem.chart")
+    st.caption(f"The model's parameters take {size / 1024:.1f} KiB.")
+
+with schedule_tab:
+    c1, c2 = st.columns([1, 2])
+    names = c1.multiselect(
+        "Schedules",
+        [n for n in SCHEDULES if n not in ("hypergradient", "range-test")],
+        default=["cosine", "wsd", "uba"],
+        key="sch.names",
+    )
+    phi = c1.slider("UBA φ", 0.25, 10.0, 2.0, 0.25, key="sch.phi")
+    c1.markdown(
+        "**UBA's φ** bends the curve with one number: φ = 2 is exactly cosine; φ < 2 holds the LR high "
+        "longer and drops late; φ > 2 decays early and lingers low. With φ = 2·η/η_min its steps are the "
+        "Chebyshev steps for a quadratic with curvatures in [η_min, η]. (Formula from third-party code, "
+        "not yet checked against the paper.)"
+    )
+    curves = {}
+    for name in names:
+        params = dict(SCHEDULES[name].defaults)
+        if name == "uba":
+            params["phi"] = phi
+        curves[name if name != "uba" else f"uba φ={phi:g}"] = curve(name, 1000, 1.0, params, points=500)
+    c2.plotly_chart(schedule_preview(curves), key="sch.chart")
