@@ -1,0 +1,156 @@
+"""How fast the Playground answers: 4 optimizers × 500 steps on a 2-D landscape.
+
+Side by side, in this one process:
+- **engine, hand-written gradients** (what the Playground does): four trajectories computed from scratch;
+- **engine, autograd gradients**: the same with the gradient from torch.autograd each step, to show the choice;
+- **figure**: building the contour plot with the trajectories and a 25-frame animation;
+- **server**: what one slider move costs in Python: one trajectory again (the others are cached) and the figure.
+Then in headless chromium, against a real Streamlit server:
+- **slider change**: moving one optimizer's slider until the page shows the new trajectory (its other three
+  trajectories come from the cache); target < 300 ms;
+- **noise change**: moving the gradient-noise slider, which recomputes all four.
+
+Run: `python bench/playground.py [--repeats 7]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from app.figures import landscape_figure  # noqa: E402
+from app.lessons import encode  # noqa: E402
+from bench.compare_page import CHROMIUM_ARGS, free_port, wait_until_up  # noqa: E402
+from models.landscapes import LANDSCAPES, Landscape  # noqa: E402
+from workers.playground import trajectory  # noqa: E402
+
+OPTIMIZERS = (
+    {"name": "sgd", "lr": 0.5, "momentum": 0.0},
+    {"name": "sgd", "lr": 0.5, "momentum": 0.9},
+    {"name": "adam", "lr": 0.05},
+    {"name": "lion", "lr": 0.01},
+)
+SETUP = {
+    "pg.land.name": "quadratic",
+    "pg.land:quadratic:condition_number": 25.0,
+    "pg.steps": 500,
+    "pg.n": 4,
+    **{f"pg.opt{i}.name": o["name"] for i, o in enumerate(OPTIMIZERS)},
+    **{f"pg.opt{i}:{o['name']}:{k}": v for i, o in enumerate(OPTIMIZERS) for k, v in o.items() if k != "name"},
+}
+READY_JS = (
+    """() => document.querySelector('[data-testid="stApp"]').getAttribute('data-test-script-state') === 'notRunning'"""
+)
+END_JS = """i => { const p = document.querySelector('.js-plotly-plot');
+    if (!p || !p.data) return null;
+    const t = p.data.filter(t => t.mode === 'lines')[i];
+    const x = Array.isArray(t.x) ? t.x : Array.from(t.x._inputArray || []); return x[x.length - 1]; }"""
+
+
+def autograd_version(land: Landscape) -> Landscape:
+    def grad(x: float, y: float) -> tuple[float, float]:
+        point = torch.tensor([x, y], dtype=torch.float64, requires_grad=True)
+        with torch.enable_grad():  # the Playground steps under no_grad
+            land(point).backward()
+        assert point.grad is not None
+        return float(point.grad[0]), float(point.grad[1])
+
+    return dataclasses.replace(land, grad=grad)
+
+
+def timed(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    land = LANDSCAPES["quadratic"].build(condition_number=25.0)
+    slow = autograd_version(land)
+    for o in OPTIMIZERS:  # warm every lazy import
+        trajectory(land, o, steps=5)
+    hand = timed(lambda: [trajectory(land, o, steps=500) for o in OPTIMIZERS], args.repeats)
+    auto = timed(lambda: [trajectory(slow, o, steps=500) for o in OPTIMIZERS], args.repeats)
+    runs = {str(i): trajectory(land, o, steps=500) for i, o in enumerate(OPTIMIZERS)}
+    figure = timed(lambda: landscape_figure(land, runs, 500).to_json(), args.repeats)
+
+    def one_slider() -> None:  # what the server does when one optimizer's slider moves (the others are cached)
+        runs["1"] = trajectory(land, OPTIMIZERS[1], steps=500)
+        landscape_figure(land, runs, 500).to_json()
+
+    server = timed(one_slider, args.repeats)
+    slider, landscape = browser_times(args.repeats)
+    print(f"\n{'case (4 optimizers × 500 steps)':<46}{'median ms':>10}")
+    for name, seconds in (
+        ("engine, hand-written gradients", hand),
+        ("engine, autograd gradients", auto),
+        ("contour figure with 25 animation frames", figure),
+        ("server: one optimizer again + figure + JSON", server),
+        ("browser: one optimizer's slider", slider),
+        ("browser: the noise slider (all four)", landscape),
+    ):
+        print(f"{name:<46}{seconds * 1000:>10.0f}")
+    print(f"\nautograd / hand-written: {auto / hand:.1f}×   slider / 300 ms target: {slider / 0.3:.2f}×")
+
+
+def browser_times(repeats: int) -> tuple[float, float]:
+    from playwright.sync_api import sync_playwright
+
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp}/bench.db", "REDIS_URL": "redis://127.0.0.1:1/0"}
+        server = subprocess.Popen(
+            [sys.executable, "-m", "app.web", "--server.port", str(port), "--server.headless", "true"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_until_up(f"http://127.0.0.1:{port}/_stcore/health")
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+                page = browser.new_page(viewport={"width": 1500, "height": 1300})
+                page.goto(f"http://127.0.0.1:{port}/playground?setup={encode(SETUP)}")
+                page.wait_for_function(END_JS, arg=3, timeout=120_000)
+                page.wait_for_function(READY_JS)
+                results = []
+                for name, index in (("momentum", 1), ("gradient noise σ", 0)):
+                    times = []
+                    slider = page.get_by_role("slider", name=name).nth(index)  # optimizer 2's momentum
+                    for k in range(repeats):
+                        before = page.evaluate(END_JS, index)
+                        slider.focus()
+                        start = time.perf_counter()
+                        slider.press("ArrowLeft" if k % 2 else "ArrowRight")
+                        page.wait_for_function(f"b => ({END_JS})({index}) !== b", arg=before, timeout=60_000)
+                        page.wait_for_function(READY_JS)
+                        times.append(time.perf_counter() - start)
+                    results.append(statistics.median(times))
+                browser.close()
+        finally:
+            server.terminate()
+            server.wait(10)
+    return results[0], results[1]
+
+
+if __name__ == "__main__":
+    main()
