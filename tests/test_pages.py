@@ -321,3 +321,18 @@ def test_laws_page_range_test_step_law_memory_and_prefill_links(stack: Stack) ->
     sweeps = app("pages/sweeps.py", lr_low="0.0001", lr_high="0.01")  # "Use as sweep bounds"
     assert sweeps.selectbox(key="sw.axis0.kind").value == "log range"
     assert sweeps.text_input(key="sw.axis0.values").value == "0.0001, 0.01"
+
+
+def test_scaling_rules_experiment_queues_two_sweeps_with_scaled_lrs(stack: Stack) -> None:
+    at = app("pages/laws.py")
+    next(b for b in at.button if b.label.startswith("Queue the experiment")).click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    sweeps = {s.name: s for s in stack.store.list_sweeps()}
+    assert set(sweeps) == {"scaling-rules linear", "scaling-rules sqrt"}
+    for rule, factor in (("linear", lambda b: b / 16), ("sqrt", lambda b: (b / 16) ** 0.5)):
+        runs = stack.store.list_runs(sweep_id=sweeps[f"scaling-rules {rule}"].id)
+        assert len(runs) == 14  # SGD and Adam × 7 batch sizes
+        for run in runs:
+            size, base = run.spec["batch"]["size"], {"sgd": 0.02, "adam": 0.001}[run.spec["optimizer"]["name"]]
+            assert run.spec["optimizer"]["lr"] == pytest.approx(base * factor(size))
+            assert run.spec["steps"] == 64_000 // size  # the same samples for every batch size
