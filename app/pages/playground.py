@@ -74,8 +74,13 @@ if lesson is not None:
     )
 
 
+def is_locked(key: str) -> bool:
+    """In a locked lesson, every control but the lesson's own is the teacher's."""
+    return locked_lesson and lesson is not None and key not in lesson.open
+
+
 def locked_keys(keys: list[str]) -> set[str]:
-    return {k for k in keys if k not in lesson.open} if locked_lesson and lesson else set()
+    return {k for k in keys if is_locked(k)}
 
 
 controls, view = st.columns([2, 3], gap="large")
@@ -88,16 +93,14 @@ with controls:
         )
         land_params = {k: v for k, v in land_spec.items() if k != "name"}
         c1, c2 = st.columns(2)
-        steps = c1.number_input(
-            "steps", 10, 2000, step=10, key="pg.steps", disabled="pg.steps" in locked_keys(["pg.steps"])
-        )
+        steps = c1.number_input("steps", 10, 2000, step=10, key="pg.steps", disabled=is_locked("pg.steps"))
         noise = c2.slider(
             "gradient noise σ",
             0.0,
             5.0,
             step=0.1,
             key="pg.noise",
-            disabled="pg.noise" in locked_keys(["pg.noise"]),
+            disabled=is_locked("pg.noise"),
             help="each step's gradient gets σ/√batch · N(0, I): a stochastic gradient",
         )
     with st.container(border=True):
@@ -131,7 +134,7 @@ with controls:
                 1,
                 4096,
                 key=f"pg.batch{i}",
-                disabled=f"pg.batch{i}" in locked_keys([f"pg.batch{i}"]),
+                disabled=is_locked(f"pg.batch{i}"),
                 help="divides the gradient noise by √batch",
             )
             warmup = c2.number_input(
@@ -139,7 +142,7 @@ with controls:
                 0,
                 10_000,
                 key=f"pg.warmup{i}",
-                disabled=f"pg.warmup{i}" in locked_keys([f"pg.warmup{i}"]),
+                disabled=is_locked(f"pg.warmup{i}"),
                 help="a linear LR ramp over the first steps, on top of the schedule",
             )
             slots.append({"optimizer": spec, "batch": int(batch), "warmup": int(warmup)})
