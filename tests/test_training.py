@@ -232,3 +232,25 @@ def test_cuda_run_matches_cpu_closely() -> None:
     run(spec(steps=30), cpu, torch.device("cpu"))
     run(spec(steps=30), gpu, torch.device("cuda"))
     assert gpu.series("loss")[30] == pytest.approx(cpu.series("loss")[30], rel=1e-3)
+
+
+def test_blowup_watch_stops_at_four_times_the_lowest_smoothed_loss() -> None:
+    from workers.training import BlowUp
+
+    losses = [1.0] * 20 + [0.5] * 20 + [100.0] * 20  # EMA: 1 → 0.5; then rises past 2.0 a few steps into the 100s
+    watch = BlowUp(4.0)
+    rows = [(i + 1, "loss", v) for i, v in enumerate(losses)] + [(1, "lr", 1.0)]
+    at = watch(rows)
+    assert at is not None and 41 <= at <= 43  # by hand: 0.9·~0.5 + 0.1·100 > 2 at the first step of the jump
+    assert BlowUp(4.0)([(i, "loss", 1.0 / i) for i in range(1, 100)]) is None  # a falling loss never stops
+
+
+def test_a_range_test_run_ends_when_the_loss_leaves_the_useful_range() -> None:
+    spec = parse_spec({"task": "moons-mlp", "optimizer": {"name": "adam", "lr": 10.0}, "steps": 400,
+                       "eval_every": 400, "schedule": {"name": "range-test", "start_lr": 1e-6}})  # fmt: skip
+    sink = ListSink()
+    outcome = run(spec, sink)
+    lrs = sink.series("lr")
+    assert outcome.status in ("completed", "diverged") and outcome.steps < 400, outcome
+    assert "range test ended" in outcome.message or outcome.status == "diverged"
+    assert lrs[1] == pytest.approx(1e-6) and lrs[max(lrs)] > 1e-3  # the ramp got past the useful range first

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from functools import wraps
 from typing import Any
 
@@ -268,13 +269,16 @@ _ENTRIES: Sequence[Entry] = [
         hypergradient,
         {"online": HypergradientLR},
     ),
-    _entry(
-        "range-test",
-        "LR range test: the LR grows exponentially from start_lr to the optimizer's lr (its end, e.g. 10) over the "
-        "run, which stops when the loss diverges; loss against LR shows where training works (Laws page).",
-        "Smith, Cyclical Learning Rates for Training Neural Networks, WACV 2017, arXiv:1506.01186",
-        (Param("start_lr", "float", 1e-7, "the LR at the first step", gt=0.0, log=True),),
-        range_test,
+    replace(
+        _entry(
+            "range-test",
+            "LR range test: the LR grows exponentially from start_lr to the optimizer's lr (its end, e.g. 10) over the "
+            "run, which stops when the loss diverges; loss against LR shows where training works (Laws page).",
+            "Smith, Cyclical Learning Rates for Training Neural Networks, WACV 2017, arXiv:1506.01186",
+            (Param("start_lr", "float", 1e-7, "the LR at the first step", gt=0.0, log=True),),
+            range_test,
+        ),
+        extra={"stop_when_loss_exceeds": 4.0},
     ),
     _entry(
         "uba",

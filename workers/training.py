@@ -11,7 +11,8 @@ the batch that update used, its LR is the schedule's value for k − 1 steps tak
 What some registry entries ask of the loop, by a flag in their `extra` (the loop never names an optimizer):
 `create_graph` (AdaHessian: keep the backward graph), `worker_grads` (1-bit Adam: one gradient per simulated
 worker's share of the batch), `train_eval` (schedule-free, DiLoCo/NoLoCo: switch to eval mode to validate);
-schedules may be `online` (hypergradient: the LR learns from g_t · Δθ_{t−1}); batch policies may `observe`
+schedules may be `online` (hypergradient: the LR learns from g_t · Δθ_{t−1}) or `stop_when_loss_exceeds` a factor
+of the lowest smoothed loss (the LR range test); batch policies may `observe`
 per-sample gradients (adaptive batch size); optimizers may report `step_metrics` (dispersion, compression).
 """
 
@@ -67,6 +68,29 @@ class Outcome:
     status: Status
     steps: int
     message: str = ""
+
+
+class BlowUp:
+    """Ends a run once its smoothed loss rises above `factor` × the lowest smoothed loss so far: the LR range
+    test's stop (the loss has left the useful range, even if it is still finite). Smoothing is TensorBoard's
+    debiased EMA with weight 0.9, over the rows as they are flushed."""
+
+    def __init__(self, factor: float, weight: float = 0.9) -> None:
+        self.factor, self.weight = factor, weight
+        self.last, self.count, self.best = 0.0, 0, math.inf
+
+    def __call__(self, rows: Sequence[MetricRow]) -> int | None:
+        """The step at which the loss blew up, or None."""
+        for step, name, value in rows:
+            if name != "loss" or not math.isfinite(value):
+                continue
+            self.last = self.weight * self.last + (1 - self.weight) * value
+            self.count += 1
+            smoothed = self.last / (1 - self.weight**self.count)
+            self.best = min(self.best, smoothed)
+            if self.count > 10 and smoothed > self.factor * self.best:
+                return step
+        return None
 
 
 class UnavailableDevice(RuntimeError):
@@ -168,6 +192,8 @@ def run(spec: RunSpec, sink: Sink, device: torch.device | None = None) -> Outcom
     schedule = SCHEDULES[spec.schedule.name].build
     schedule_params = params(spec.schedule)
     online = SCHEDULES[spec.schedule.name].extra.get("online")  # an LR that learns from the gradients
+    blowup = SCHEDULES[spec.schedule.name].extra.get("stop_when_loss_exceeds")  # the LR range test's stop
+    watch = BlowUp(blowup) if blowup else None
     adapter = online(spec.optimizer.lr, **schedule_params) if online else None
     base_lr = spec.optimizer.lr
     peak_lr = last_lr = base_lr
@@ -198,6 +224,9 @@ def run(spec: RunSpec, sink: Sink, device: torch.device | None = None) -> Outcom
         if diverged_at is not None:
             at, what = diverged_at
             return Outcome("diverged", at, f"{what} became non-finite at step {at}")
+        if watch is not None and (blown := watch(rows)) is not None:
+            message = f"range test ended at step {blown}: the smoothed loss passed {blowup:g}× its lowest"
+            return Outcome("completed", blown, message)
         if sink.should_stop():
             return Outcome("cancelled", step, f"stopped at step {step}")
         return None
