@@ -273,7 +273,7 @@ _ENTRIES: Sequence[Entry] = [
         _entry(
             "range-test",
             "LR range test: the LR grows exponentially from start_lr to the optimizer's lr (its end, e.g. 10) over the "
-            "run, which stops when the loss diverges; loss against LR shows where training works (Laws page).",
+            "run, which ends once the smoothed loss passes 4× its lowest; loss against LR shows where it works.",
             "Smith, Cyclical Learning Rates for Training Neural Networks, WACV 2017, arXiv:1506.01186",
             (Param("start_lr", "float", 1e-7, "the LR at the first step", gt=0.0, log=True),),
             range_test,
