@@ -171,3 +171,14 @@ def test_step_law_at_the_published_points() -> None:
     assert scaled_lr(0.1, 32, 128, "linear") == pytest.approx(0.4) and scaled_lr(0.1, 32, 128, "sqrt") == 0.2
     with pytest.raises(ValueError):
         step_law(0, 1e9)
+
+
+def test_scaling_experiment_plan() -> None:
+    from workers.scaling import scaling_experiment
+
+    plan = scaling_experiment("moons-mlp", {"sgd": 0.02, "adam": 0.001}, samples=4096, train_size=800)
+    assert set(plan) == {"linear", "sqrt"} and len(plan["linear"]) == 2 * 6  # B = 1024 does not fit 800 examples
+    by_name = {spec["name"]: spec for spec in plan["sqrt"]}
+    b256 = by_name["scaling sqrt adam B=256"]
+    assert b256["optimizer"] == {"name": "adam", "lr": pytest.approx(0.001 * 4)} and b256["steps"] == 16
+    assert plan["linear"][5]["optimizer"]["lr"] == pytest.approx(0.02 * 512 / 16)  # type: ignore[index]

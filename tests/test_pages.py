@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -336,3 +337,30 @@ def test_scaling_rules_experiment_queues_two_sweeps_with_scaled_lrs(stack: Stack
             size, base = run.spec["batch"]["size"], {"sgd": 0.02, "adam": 0.001}[run.spec["optimizer"]["name"]]
             assert run.spec["optimizer"]["lr"] == pytest.approx(base * factor(size))
             assert run.spec["steps"] == 64_000 // size  # the same samples for every batch size
+
+
+@pytest.mark.live_worker
+def test_scaling_rules_experiment_runs_and_reports_each_rules_spread(stack: Stack, worker) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import wait_for
+
+    at = app("pages/laws.py")
+    at.selectbox(key="sc.task").set_value("moons-mlp").run()
+    at.number_input(key="sc.samples").set_value(4096).run()
+    next(b for b in at.button if b.label.startswith("Queue the experiment")).click().run()
+
+    def settled() -> bool:
+        runs = stack.store.list_runs()
+        return len(runs) == 24 and all(r.status not in ("queued", "running") for r in runs)
+
+    wait_for(settled, 240, "the 24 runs of the experiment (moons has 800 training examples: B ≤ 512)")
+    at.run()
+    table = next(d.value for d in at.dataframe if "final loss spread (max − min)" in d.value.columns)
+    assert sorted(zip(table["optimizer"], table["rule"], strict=True)) == [
+        ("adam", "linear"), ("adam", "sqrt"), ("sgd", "linear"), ("sgd", "sqrt")
+    ]  # fmt: skip
+    assert (table["batch sizes"] == 6).all()
+    finals = stack.store.summaries([r.id for r in stack.store.list_runs()])
+    for row in table.itertuples():  # the spread is max − min of the final losses of that rule and optimizer
+        runs = [r for r in stack.store.list_runs() if r.name.startswith(f"scaling {row.rule} {row.optimizer} ")]
+        values = [finals[r.id]["final"] for r in runs if math.isfinite(finals.get(r.id, {}).get("final", math.nan))]
+        assert row._4 == pytest.approx(max(values) - min(values))

@@ -30,3 +30,30 @@ def step_law_grid(parameters: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarra
 def scaled_lr(base_lr: float, base_batch: int, batch: int, rule: str) -> float:
     """The LR for `batch` when `base_lr` was tuned at `base_batch`: rule none, linear or sqrt."""
     return base_lr * lr_factor(rule, batch, base_batch)
+
+
+BATCH_SIZES = (16, 32, 64, 128, 256, 512, 1024)
+
+
+def scaling_experiment(
+    task: str, base_lrs: dict[str, float], samples: int, train_size: int, base_batch: int = 16
+) -> dict[str, list[dict[str, object]]]:
+    """Run specs (dicts) for Granziol et al.'s experiment: per rule (linear, sqrt), each optimizer in `base_lrs`
+    (its LR tuned at `base_batch`) at every batch size of BATCH_SIZES that fits the training set, its LR scaled
+    by the rule, every run seeing `samples` samples."""
+    sizes = [b for b in BATCH_SIZES if b <= train_size]
+    return {
+        rule: [
+            {
+                "name": f"scaling {rule} {opt} B={size}",
+                "task": task,
+                "batch": {"size": size},
+                "optimizer": {"name": opt, "lr": scaled_lr(base, base_batch, size, rule)},
+                "steps": max(1, samples // size),
+                "eval_every": max(1, samples // size),
+            }
+            for opt, base in base_lrs.items()
+            for size in sizes
+        ]
+        for rule in ("linear", "sqrt")
+    }

@@ -17,7 +17,7 @@ from db.store import FINISHED
 from models.tasks import TASKS
 from workers.celery_app import QueueUnavailable, submit, submit_sweep
 from workers.optimizers import OPTIMIZERS
-from workers.scaling import scaled_lr, step_law, step_law_grid
+from workers.scaling import scaling_experiment, step_law, step_law_grid
 from workers.schedules import SCHEDULES, curve
 from workers.spec import SpecError, parse_spec
 
@@ -28,7 +28,6 @@ st.caption(
     "their curves are also on the Compare and Sweeps pages."
 )
 
-SCALING_SIZES = (16, 32, 64, 128, 256, 512, 1024)
 range_tab, scaling_tab, steplaw_tab, ratio_tab, memory_tab, schedule_tab = st.tabs(
     ["LR range test", "Scaling rules", "Step Law", "Gradient ℓ1/ℓ2", "Optimizer memory", "Schedules"]
 )
@@ -145,23 +144,14 @@ with scaling_tab:
         key="sc.samples",
         help="each run sees as many samples, so steps = samples / B",
     )
-    if st.button("Queue the experiment (2 rules × 2 optimizers × 7 batch sizes)", key="sc.go"):
+    train_size = TASKS[s_task].extra["train_size"](**TASKS[s_task].defaults)
+    plan = scaling_experiment(s_task, {"sgd": sgd_lr, "adam": adam_lr}, int(samples), train_size)
+    sizes = sorted({spec["batch"]["size"] for spec in plan["linear"]})  # type: ignore[index]
+    if st.button(f"Queue the experiment (2 rules × 2 optimizers × batch sizes {', '.join(map(str, sizes))})",
+                 key="sc.go"):  # fmt: skip
         try:
-            for rule in ("linear", "sqrt"):
-                specs = [
-                    parse_spec(
-                        {
-                            "name": f"scaling {rule} {opt} B={size}",
-                            "task": s_task,
-                            "batch": {"size": size},
-                            "optimizer": {"name": opt, "lr": scaled_lr(base, 16, size, rule)},
-                            "steps": max(1, int(samples) // size),
-                            "eval_every": max(1, int(samples) // size),
-                        }
-                    )
-                    for opt, base in (("sgd", sgd_lr), ("adam", adam_lr))
-                    for size in SCALING_SIZES
-                ]
+            parsed = {rule: [parse_spec(spec) for spec in specs] for rule, specs in plan.items()}  # all, then queue
+            for rule, specs in parsed.items():
                 submit_sweep(store, f"scaling-rules {rule}", {"name": f"scaling-rules {rule}", "rule": rule}, specs)
         except SpecError as exc:
             st.error("\n".join(f"`{e.field}`: {e.message}" for e in exc.errors))
