@@ -31,6 +31,9 @@ if "compare.sweeps" not in st.session_state:  # first visit: take the choice fro
     st.session_state["compare.sweeps"] = [i for i in _ints(st.query_params.get("sweep")) if i in sweeps]
     st.session_state["compare.runs"] = [i for i in _ints(st.query_params.get("runs")) if i in by_id]
 
+for key, known in (("compare.sweeps", sweeps), ("compare.runs", by_id)):  # drop what was deleted meanwhile
+    st.session_state[key] = [i for i in st.session_state[key] if i in known]
+
 if not all_runs:
     st.info("No runs yet. Launch a run or a sweep, then come back to compare them.", icon=":material/info:")
     st.stop()
