@@ -105,3 +105,18 @@ def test_lessons_round_trip_through_the_url() -> None:
     with pytest.raises(ValueError, match="pg"):
         decode(base64.urlsafe_b64encode(b'{"x": 1}').decode())  # JSON, but not our controls
     assert math.isfinite(LESSONS["momentum"].setup["pg.land:quadratic:condition_number"])
+
+
+def test_every_lesson_names_real_controls() -> None:
+    """A preset is widget keys; each `pg.<slot>:<entry>:<param>` must name a parameter of that registry entry,
+    so renaming a hyper-parameter cannot silently drop it from a lesson."""
+    registries = {"pg.land": LANDSCAPES, "pg.sched": PLAYGROUND_SCHEDULES}
+    for name, lesson in LESSONS.items():
+        for key in [*lesson.setup, *lesson.open]:
+            if key.count(":") != 2:
+                continue
+            slot, entry, param = key.split(":")
+            registry = PLAYGROUND_OPTIMIZERS if slot.startswith("pg.opt") else registries[slot]
+            assert param in registry[entry].defaults, (name, key)
+            if key in lesson.setup and f"{slot}.name" in lesson.setup:
+                assert lesson.setup[f"{slot}.name"] == entry, (name, key)
