@@ -277,7 +277,7 @@ def progress_panel(sweep_id: int) -> None:
         {"id": r.id, "name": r.name, "status": r.status, "progress": r.fraction_done, "reason": r.error}
         for r in sorted(runs, key=lambda r: r.id)
     ]
-    with st.expander(f"Runs ({total})", expanded=total <= 12):
+    with st.expander(f"Runs ({total})", expanded=total <= 6):
         st.dataframe(
             pd.DataFrame(rows),
             hide_index=True,
