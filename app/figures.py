@@ -495,8 +495,8 @@ def landscape_figure(landscape: Any, runs: Mapping[str, Any], step: int, frames:
     fig.set_raw_frames([frame(t) for t in ticks])
     fig.update_layout(
         height=520,
-        margin={"l": 10, "r": 10, "t": 30, "b": 10},
-        legend={"orientation": "h", "y": -0.12},
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 1, "xanchor": "right"},
         xaxis={"range": list(landscape.x_range), "title": "x"},
         yaxis={"range": list(landscape.y_range), "title": "y", "scaleanchor": None},
         updatemenus=[
@@ -504,8 +504,10 @@ def landscape_figure(landscape: Any, runs: Mapping[str, Any], step: int, frames:
                 "type": "buttons",
                 "showactive": False,
                 "x": 0.0,
-                "y": 1.08,
+                "y": -0.02,
                 "xanchor": "left",
+                "yanchor": "top",
+                "pad": {"t": 42},
                 "buttons": [
                     {
                         "label": "▶ play",
@@ -526,6 +528,8 @@ def landscape_figure(landscape: Any, runs: Mapping[str, Any], step: int, frames:
             {
                 "active": len(ticks) - 1,
                 "y": -0.02,
+                "x": 0.12,
+                "len": 0.88,
                 "currentvalue": {"prefix": "step "},
                 "pad": {"t": 30},
                 "steps": [

@@ -33,7 +33,7 @@ LESSONS: dict[str, Lesson] = {
         "zig-zag. Raise κ and watch plain GD slow down; move the momentum slider.",
         {
             "pg.land.name": "quadratic",
-            "pg.land:quadratic:condition_number": 50.0,
+            "pg.land:quadratic:condition_number": 200.0,
             "pg.steps": 150,
             "pg.n": 2,
             **_optimizer(0, "sgd", lr=1.8, momentum=0.0),
