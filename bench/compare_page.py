@@ -7,7 +7,8 @@ until the chart holds all 50 curves and the page's script has finished (nothing 
 - **default**: min/max downsampling to 500 points per curve, EMA smoothing with the raw curve faint;
 - **no downsampling**: the same page sending every point (10,000 per curve), to show what downsampling buys;
 - **slider**: moving the smoothing slider on the loaded page (no database access: curves are held in memory);
-- **zoom**: a box-zoom into a tenth of the steps, redrawn from the full-resolution data.
+- **zoom**: a box-zoom into a tenth of the steps, redrawn from the full-resolution data;
+- **Sweeps page**: the sweep's page in a new tab, until its heatmap (summary of every run) is drawn.
 
 Target: default ≤ 2 s. Run: `python bench/compare_page.py [--runs 50] [--steps 10000]`.
 """
@@ -40,6 +41,8 @@ READY_JS = """n => {
     const app = document.querySelector('[data-testid="stApp"]');
     return curves >= n && app.getAttribute('data-test-script-state') === 'notRunning';
 }"""
+HEATMAP_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
+    .some(p => (p.data || []).some(t => t.type === 'heatmap'))"""
 FIRST_CURVE_JS = """() => {
     const plot = document.querySelector('.js-plotly-plot');
     const t = plot && plot.data ? plot.data.filter(t => t.showlegend !== false)[0] : null;
@@ -124,9 +127,9 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(10)
-    print(f"\n{'case':<34}{'median s':>10}{'runs':>8}")
+    print(f"\n{'case':<40}{'median s':>10}{'runs':>8}")
     for name, times in results.items():
-        print(f"{name:<34}{statistics.median(times):>10.2f}{len(times):>8}")
+        print(f"{name:<40}{statistics.median(times):>10.2f}{len(times):>8}")
     default = statistics.median(results["default (500 points per curve)"])
     full = statistics.median(results["no downsampling (every point)"])
     base = statistics.median(results["baseline: 1 run × 10 steps"])
@@ -144,6 +147,7 @@ def measure(browser, base: str, sweep_id: int, runs: int, repeats: int) -> dict[
     results: dict[str, list[float]] = {
         "baseline: 1 run × 10 steps": [], "default (500 points per curve)": [],
         "from the Sweeps page's link": [], "no downsampling (every point)": [],
+        "Sweeps page, new tab, until its heatmap": [],
         "slider change (smoothing)": [], "box zoom (a tenth of the steps)": [],
     }  # fmt: skip
     for _ in range(repeats):
@@ -154,8 +158,16 @@ def measure(browser, base: str, sweep_id: int, runs: int, repeats: int) -> dict[
         results["baseline: 1 run × 10 steps"].append(time.perf_counter() - start)
         page.close()
         page = browser.new_page(viewport={"width": 1500, "height": 1100})
+        start = time.perf_counter()
+        page.goto(f"{base}/sweeps?sweep={sweep_id}")  # progress, runs, summary of 50 × 10k steps, heatmap
+        page.wait_for_function(HEATMAP_JS, timeout=120_000)
+        page.wait_for_function(READY_JS, arg=0, timeout=120_000)
+        results["Sweeps page, new tab, until its heatmap"].append(time.perf_counter() - start)
+        page.close()
+        page = browser.new_page(viewport={"width": 1500, "height": 1100})
         page.goto(f"{base}/sweeps?sweep={sweep_id}")  # the app is loaded; the user follows its link to Compare
         page.get_by_role("link", name="Compare its curves").wait_for(timeout=120_000)
+        page.wait_for_function(HEATMAP_JS, timeout=120_000)  # the Sweeps page has finished drawing
         page.wait_for_function(READY_JS, arg=0, timeout=120_000)
         start = time.perf_counter()
         page.get_by_role("link", name="Compare its curves").click()
