@@ -552,7 +552,7 @@ def playground_loss_chart(runs: Mapping[str, Any], step: int, x: str = "step") -
     fig = go.Figure()
     for i, (label, run) in enumerate(runs.items()):
         steps = np.arange(len(run.loss))
-        xs = steps * getattr(run, "batch", 1) if x == "samples" else steps
+        xs = steps * run.batch if x == "samples" else steps
         loss = np.asarray(run.loss, dtype=float)
         fig.add_trace(
             go.Scatter(

@@ -93,6 +93,10 @@ def _info(row: Run) -> RunInfo:
     )  # fmt: skip
 
 
+def _sweep(row: Sweep) -> SweepInfo:
+    return SweepInfo(row.id, row.name, dict(row.spec), row.created_at)
+
+
 def higher_is_better(metric: str) -> bool:
     """Accuracies are better high; every other metric a run is ranked by (losses) is better low."""
     return metric.endswith("accuracy")
@@ -132,13 +136,12 @@ class Store:
     def get_sweep(self, sweep_id: int) -> SweepInfo | None:
         with self.session() as s:
             row = s.get(Sweep, sweep_id)
-            return SweepInfo(row.id, row.name, dict(row.spec), row.created_at) if row else None
+            return _sweep(row) if row else None
 
     def list_sweeps(self) -> list[SweepInfo]:
         """Newest first."""
         with self.session() as s:
-            rows = s.scalars(select(Sweep).order_by(Sweep.id.desc()))
-            return [SweepInfo(r.id, r.name, dict(r.spec), r.created_at) for r in rows]
+            return [_sweep(row) for row in s.scalars(select(Sweep).order_by(Sweep.id.desc()))]
 
     def sweep_counts(self) -> dict[int, dict[str, int]]:
         """Per sweep: the number of its runs in each status."""

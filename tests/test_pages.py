@@ -364,3 +364,14 @@ def test_scaling_rules_experiment_runs_and_reports_each_rules_spread(stack: Stac
         runs = [r for r in stack.store.list_runs() if r.name.startswith(f"scaling {row.rule} {row.optimizer} ")]
         values = [finals[r.id]["final"] for r in runs if math.isfinite(finals.get(r.id, {}).get("final", math.nan))]
         assert row._4 == pytest.approx(max(values) - min(values))
+
+
+def test_playground_names_bad_fields_instead_of_failing(stack: Stack) -> None:
+    at = app("pages/playground.py", lesson="saddle")
+    at.number_input(key="pg.opt1:adam:lr").set_value(-1.0).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("optimizer 2.lr: Input should be greater than 0" in w.value for w in at.warning)
+    at.selectbox(key="pg.land.name").set_value("quadratic").run()
+    at.number_input(key="pg.land:quadratic:condition_number").set_value(0.0).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("`landscape.condition_number`" in e.value for e in at.error)

@@ -120,3 +120,15 @@ def test_every_lesson_names_real_controls() -> None:
             assert param in registry[entry].defaults, (name, key)
             if key in lesson.setup and f"{slot}.name" in lesson.setup:
                 assert lesson.setup[f"{slot}.name"] == entry, (name, key)
+
+
+def test_check_names_the_field_by_the_registrys_bounds() -> None:
+    from workers.playground import check
+
+    assert check(LANDSCAPES, {"name": "quadratic", "condition_number": 0.0}, "landscape") == [
+        "landscape.condition_number: Input should be greater than or equal to 1"
+    ]
+    assert check(PLAYGROUND_OPTIMIZERS, {"name": "adam", "lr": -1.0}, "optimizer 2") == [
+        "optimizer 2.lr: Input should be greater than 0"
+    ]
+    assert check(PLAYGROUND_OPTIMIZERS, {"name": "adam", "lr": 0.01}, "optimizer 1") == []

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ValidationError
 
 from models.landscapes import Landscape
 from workers.optimizers import OPTIMIZERS
@@ -43,6 +44,7 @@ class Trajectory:
     updates: np.ndarray  # (n, 2): θ_{t+1} − θ_t
     state: dict[str, np.ndarray] = field(default_factory=dict)  # name → (n, 2), after each step
     diverged_at: int | None = None  # the step at which the point or loss became non-finite
+    batch: int = 1  # the mini-batch the noise stood for: samples seen = step × batch
 
     @property
     def steps(self) -> int:
@@ -117,7 +119,27 @@ def trajectory(
         updates=updates[:n].numpy(),
         state={k: v[:n].numpy() for k, v in state.items()},
         diverged_at=diverged_at,
+        batch=batch,
     )
+
+
+_MODELS: dict[int, dict[str, type[BaseModel]]] = {}  # per registry (not hashable: a Mapping), built once
+
+
+def _models(registry: Registry) -> dict[str, type[BaseModel]]:
+    if id(registry) not in _MODELS:
+        _MODELS[id(registry)] = dict(zip(registry, registry.spec_models(), strict=True))
+    return _MODELS[id(registry)]
+
+
+def check(registry: Registry, values: Mapping[str, Any], where: str) -> list[str]:
+    """The problems with a component ({name, **params}) by its entry's schema, each naming `where.field`: the
+    same bounds a run spec enforces, so the Playground refuses what the worker would refuse."""
+    try:
+        _models(registry)[values["name"]].model_validate(dict(values))
+    except ValidationError as exc:
+        return [f"{where}.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+    return []
 
 
 def _graph_grad(landscape: Landscape, point: torch.Tensor) -> torch.Tensor:

@@ -64,15 +64,15 @@ with range_tab:
             st.error(f"Nothing is running it: {exc}")
         else:
             st.success(f"Range test #{run_id} queued; it appears below as it runs.")
-    tests = [r for r in store.list_runs() if r.spec.get("schedule", {}).get("name") == "range-test"]
+    tests = {r.id: r for r in store.list_runs() if r.spec.get("schedule", {}).get("name") == "range-test"}
     if not tests:
         st.info("No range tests yet: run one above, per optimizer and batch size, and compare them here.")
     else:
         chosen = st.multiselect(
             "Range tests",
-            [r.id for r in tests],
-            default=[r.id for r in tests[:4]],
-            format_func=lambda i: run_label(next(r for r in tests if r.id == i)),
+            list(tests),
+            default=list(tests)[:4],
+            format_func=lambda i: run_label(tests[i]),
             key="rt.runs",
         )
         fig, rows = go.Figure(), []
@@ -82,7 +82,7 @@ with range_tab:
             if len(wide) < 5:
                 continue
             color = PALETTE[i % len(PALETTE)]
-            label = run_label(next(r for r in tests if r.id == run_id))
+            label = run_label(tests[run_id])
             fig.add_trace(go.Scatter(x=wide["lr"], y=wide["loss"], mode="lines", name=label, line={"color": color}))
             hint = suggest_lr_range(wide["lr"].to_numpy(), wide["loss"].to_numpy())
             fig.add_vrect(x0=hint.low, x1=hint.high, fillcolor=color, opacity=0.12, line_width=0)
@@ -92,7 +92,7 @@ with range_tab:
                     "steepest LR": hint.steepest,
                     "valley LR": hint.valley,
                     "id": run_id,
-                    "optimizer": next(r for r in tests if r.id == run_id).spec["optimizer"]["name"],
+                    "optimizer": tests[run_id].spec["optimizer"]["name"],
                 }
             )
         fig.update_layout(

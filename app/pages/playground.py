@@ -13,7 +13,15 @@ from app.figures import landscape_figure, playground_loss_chart
 from app.lessons import LESSONS, decode, encode
 from app.ui import component_form
 from models.landscapes import LANDSCAPES
-from workers.playground import LEFT_OUT, PLAYGROUND_OPTIMIZERS, PLAYGROUND_SCHEDULES, Trajectory, internals, trajectory
+from workers.playground import (
+    LEFT_OUT,
+    PLAYGROUND_OPTIMIZERS,
+    PLAYGROUND_SCHEDULES,
+    Trajectory,
+    check,
+    internals,
+    trajectory,
+)
 
 SLOTS = 4
 DEFAULTS: dict[str, Any] = {"pg.steps": 200, "pg.n": 3, "pg.noise": 0.0, "pg.step": 200}
@@ -163,15 +171,23 @@ def cached_run(land: str, params_json: str, slot_json: str, schedule_json: str, 
         batch=slot["batch"],
         warmup=slot["warmup"],
     )
-    run.batch = slot["batch"]  # type: ignore[attr-defined]
     return run
 
 
+invalid = check(LANDSCAPES, land_spec, "landscape") + check(PLAYGROUND_SCHEDULES, schedule, "schedule")
+if invalid:  # nothing can run on an invalid landscape or schedule
+    with view:
+        st.error("**Fix these first:**\n" + "\n".join(f"- `{e.split(': ', 1)[0]}`: {e.split(': ', 1)[1]}"
+                                                       for e in invalid))  # fmt: skip
+    st.stop()
 landscape = LANDSCAPES[land_spec["name"]].build(**land_params)
 runs: dict[str, Trajectory] = {}
 problems: list[str] = []
 for i, slot in enumerate(slots):
     spec = slot["optimizer"]
+    if bad := check(PLAYGROUND_OPTIMIZERS, spec, f"optimizer {i + 1}"):
+        problems.extend(bad)
+        continue
     label = (
         f"{i + 1}. {spec['name']} η={spec['lr']:g}"
         + "".join(f" {k}={v:g}" for k, v in spec.items() if k in ("momentum", "beta1") and isinstance(v, int | float))
