@@ -38,6 +38,7 @@ def launch(page, ui_url: str, name: str, steps: str | None = None) -> tuple[int,
     if steps:
         set_number(page, "steps", steps)
     page.wait_for_timeout(500)  # let the rerun for the last edit land
+    page.locator(".js-plotly-plot").first.wait_for()  # drawn as a user sees it: plotly.js loaded, preview plotted
     clicked = time.monotonic()
     page.get_by_role("button", name="Launch").click()
     message = page.get_by_text(re.compile(r"Run #\d+ queued"))
