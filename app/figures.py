@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import contourpy
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -411,6 +413,31 @@ def parallel_chart(summary: pd.DataFrame, fields: Sequence[str], value: str) -> 
     return fig
 
 
+def typed_array(values: Any) -> dict[str, str]:
+    """plotly.js's typed-array spec (float32, base64): a frame's coordinates in a quarter of the JSON text that
+    decimal lists take. Frames are added unvalidated (see AnimatedFigure), so plotly does not encode them itself."""
+    return {"dtype": "f4", "bdata": base64.b64encode(np.asarray(values, dtype="<f4").tobytes()).decode("ascii")}
+
+
+def contour_lines(xs: np.ndarray, ys: np.ndarray, z: np.ndarray, levels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Iso-lines of `z` at `levels` evenly spaced values, as one polyline with NaN gaps (contourpy). Drawn as a
+    single scatter trace, the browser paints one SVG path instead of re-running plotly.js's contour tracing on
+    every redraw."""
+    gen = contourpy.contour_generator(xs, ys, z, line_type=contourpy.LineType.ChunkCombinedNan)
+    finite = z[np.isfinite(z)]
+    pieces = [
+        chunk
+        for level in np.linspace(finite.min(), finite.max(), levels + 2)[1:-1]
+        for chunk in gen.lines(level)[0]
+        if chunk is not None
+    ]
+    if not pieces:
+        return np.empty(0), np.empty(0)
+    gap = np.full((1, 2), np.nan)
+    points = np.concatenate([p for piece in pieces for p in (piece, gap)])
+    return points[:, 0], points[:, 1]
+
+
 class AnimatedFigure(go.Figure):
     """A figure whose animation frames are plain dicts, added when it is serialised. plotly validates every trace
     of every frame when it is built (about 1 ms each): 40 frames would cost half a second on each slider move."""
@@ -430,18 +457,16 @@ class AnimatedFigure(go.Figure):
 def landscape_figure(landscape: Any, runs: Mapping[str, Any], step: int, frames: int = 25) -> go.Figure:
     """Contours of a 2-D landscape with each optimizer's trajectory (`runs`: label → playground Trajectory) up to
     `step`, a marker at `step`, and a ▶ animation over the whole run (plotly frames, played in the browser)."""
-    xs, ys, z = (t.numpy() for t in landscape.grid(70))
+    xs, ys, z = (t.numpy() for t in landscape.grid(120))
     shown = np.log10(z - z.min() + 1e-3) if landscape.log_contours else z
-    contour = go.Contour(
-        x=xs,
-        y=ys,
-        z=shown,
-        colorscale="Greys",
-        showscale=False,
-        ncontours=30,
-        opacity=0.55,
-        contours={"coloring": "lines"},
+    cx, cy = contour_lines(xs, ys, shown, levels=30)
+    contour = go.Scatter(
+        x=cx.astype(np.float32),
+        y=cy.astype(np.float32),
+        mode="lines",
+        line={"color": "rgba(90, 90, 90, 0.45)", "width": 1},
         hoverinfo="skip",
+        showlegend=False,
         name="landscape",
     )
     colors = list(PALETTE)
@@ -482,20 +507,21 @@ def landscape_figure(landscape: Any, runs: Mapping[str, Any], step: int, frames:
     ticks = sorted({round(longest * k / frames) for k in range(frames + 1)})
 
     def frame(t: int) -> dict[str, Any]:
-        data = []
+        data: list[dict[str, Any]] = []
         for run in runs.values():
             pts = run.points[: min(t, len(run.points) - 1) + 1]
-            pts = np.vstack([pts[: -1 : max(1, len(pts) // 100)], pts[-1:]])  # ≤ ~100 points a frame, ends exact
-            data.append({"type": "scatter", "x": pts[:, 0], "y": pts[:, 1]})
+            if t < ticks[-1]:  # ≤ 60 points while it plays, ending exactly at step t; the last frame in full
+                pts = pts[np.unique(np.linspace(0, len(pts) - 1, 60).round().astype(int))]
+            data.append({"type": "scatter", "x": typed_array(pts[:, 0]), "y": typed_array(pts[:, 1])})
         for run in runs.values():
             x, y = run.points[min(t, len(run.points) - 1)]
-            data.append({"type": "scatter", "x": [x], "y": [y]})
+            data.append({"type": "scatter", "x": [float(x)], "y": [float(y)]})
         return {"name": str(t), "traces": moving, "data": data}
 
     fig.set_raw_frames([frame(t) for t in ticks])
     fig.update_layout(
-        height=520,
-        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        height=600,
+        margin={"l": 50, "r": 10, "t": 50, "b": 130, "autoexpand": False},  # fixed: no auto-margin relayout pass
         legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 1, "xanchor": "right"},
         xaxis={"range": list(landscape.x_range), "title": "x"},
         yaxis={"range": list(landscape.y_range), "title": "y", "scaleanchor": None},
@@ -566,10 +592,10 @@ def playground_loss_chart(runs: Mapping[str, Any], step: int, x: str = "step") -
     fig.add_vline(x=step, line={"color": "#888", "dash": "dot"})
     fig.update_layout(
         height=300,
-        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        margin={"l": 70, "r": 10, "t": 30, "b": 45, "autoexpand": False},  # fixed: no auto-margin relayout pass
         xaxis_title=x,
         yaxis_title="f(θ) (shifted ≥ 0)",
-        legend={"orientation": "h", "y": -0.3},
+        showlegend=False,  # the contour plot above names the optimizers, in the same colours
     )
     fig.update_yaxes(type="log")
     return fig

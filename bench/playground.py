@@ -55,7 +55,7 @@ READY_JS = (
 )
 END_JS = """i => { const p = document.querySelector('.js-plotly-plot');
     if (!p || !p.data) return null;
-    const t = p.data.filter(t => t.mode === 'lines')[i];
+    const t = p.data.filter(t => t.mode === 'lines' && t.name !== 'landscape')[i];
     const x = Array.isArray(t.x) ? t.x : Array.from(t.x._inputArray || []); return x[x.length - 1]; }"""
 
 

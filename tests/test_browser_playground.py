@@ -12,7 +12,7 @@ pytestmark = [pytest.mark.browser]
 PATH_JS = """() => {
     const plot = document.querySelector('.st-key-pg-contour .js-plotly-plot') || document.querySelector('.js-plotly-plot');
     if (!plot || !plot.data) return null;
-    const paths = plot.data.filter(t => t.mode === 'lines');
+    const paths = plot.data.filter(t => t.mode === 'lines' && t.name !== 'landscape');
     const xs = t => Array.isArray(t.x) ? t.x : Array.from(t.x._inputArray || []);
     return paths.map(t => xs(t).slice(-1)[0]);
 }"""

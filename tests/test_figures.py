@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from itertools import pairwise
 
 import numpy as np
@@ -12,12 +13,16 @@ from app.figures import (
     Curve,
     best_lr_chart,
     compare_chart,
+    contour_lines,
     downsample_minmax,
     heatmap,
+    landscape_figure,
     metric_chart,
     parallel_chart,
     schedule_preview,
 )
+from models.landscapes import LANDSCAPES
+from workers.playground import trajectory
 
 
 def test_downsample_keeps_every_buckets_min_and_max() -> None:
@@ -118,3 +123,40 @@ def test_parallel_coordinates_log_scales_wide_fields_and_codes_text() -> None:
     dims = fig.data[0].dimensions
     assert dims[0].label == "log10 optimizer.lr" and list(dims[0].values) == pytest.approx([-4, -2, -1])
     assert list(dims[1].ticktext) == ["adam", "sgd"] and list(dims[1].values) == [1, 0, 1]
+
+
+def test_contour_lines_lie_on_the_level_sets() -> None:
+    xs = ys = np.linspace(-2, 2, 201)
+    gx, gy = np.meshgrid(xs, ys, indexing="xy")
+    cx, cy = contour_lines(xs, ys, gx**2 + gy**2, levels=9)  # circles; levels 8/10 … 72/10 of max 8
+    on = np.isfinite(cx)
+    radii2 = cx[on] ** 2 + cy[on] ** 2
+    levels = np.linspace(0, 8, 11)[1:-1]
+    nearest = levels[np.abs(radii2[:, None] - levels).argmin(axis=1)]
+    assert np.abs(radii2 - nearest).max() < 0.01  # every point is on its circle, to the grid's resolution
+    circles = [level for level in levels if np.any(np.abs(radii2 - level) < 0.01)]
+    assert len(circles) == 9 and np.isnan(cx).sum() >= 9  # all nine, each a separate piece (NaN between)
+
+
+def _decode(values: object) -> np.ndarray:
+    if isinstance(values, dict):  # plotly.js's typed-array spec
+        return np.frombuffer(base64.b64decode(values["bdata"]), dtype=values["dtype"].replace("f", "<f"))
+    return np.asarray(values)
+
+
+def test_landscape_figure_frames_replay_the_trajectory() -> None:
+    land = LANDSCAPES["quadratic"].build(condition_number=10.0)
+    run = trajectory(land, {"name": "sgd", "lr": 0.3, "momentum": 0.9}, steps=300)
+    fig = landscape_figure(land, {"heavy ball": run}, step=120).to_dict()
+    path = next(t for t in fig["data"] if t.get("name") == "heavy ball")
+    drawn = _decode(path["x"])
+    assert len(drawn) == 121 and drawn[-1] == pytest.approx(run.points[120, 0])  # drawn up to the step
+    frames = fig["frames"]
+    assert len(frames) == 26 and frames[-1]["name"] == "300"
+    for frame in frames:
+        t = int(frame["name"])
+        trail, marker = frame["data"]
+        x, y = _decode(trail["x"]), _decode(trail["y"])
+        assert (len(x) <= 60 or t == 300) and x[0] == pytest.approx(run.points[0, 0])  # downsampled, starts at the start
+        assert (x[-1], y[-1]) == pytest.approx(tuple(run.points[t]), rel=1e-6)  # … and ends where step t is
+        assert (marker["x"][0], marker["y"][0]) == pytest.approx(tuple(run.points[t]))

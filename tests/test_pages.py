@@ -262,7 +262,7 @@ def test_playground_lesson_fills_the_page_and_a_lock_leaves_only_its_controls(st
     assert momentum.value == pytest.approx(0.6) and not momentum.disabled  # the lesson's own control
     assert at.slider(key="pg.opt0:sgd:momentum").disabled
     contour = json.loads(at.get("plotly_chart")[0].proto.spec)
-    paths = [t for t in contour["data"] if t.get("mode") == "lines"]
+    paths = [t for t in contour["data"] if t.get("mode") == "lines" and t.get("name") != "landscape"]
     assert len(paths) == 2 and len(contour["frames"]) > 10  # two trajectories, an animation
     before = values(paths[1], "x")
     momentum.set_value(0.0).run()
