@@ -164,6 +164,30 @@ def group_band(curves: Sequence[tuple[np.ndarray, np.ndarray]], band: str = "std
     return Band(grid, centre, lower, upper, len(curves))
 
 
+def smoothing_for_batch(batch: int, samples: int, fraction: float = 0.02) -> float:
+    """An EMA weight that averages over the same number of samples (`fraction` of the run) at any batch size:
+    a run at batch B averages over about B / (1 − w) samples, so w = 1 − B / (fraction · samples), ≥ 0."""
+    return max(0.0, 1.0 - batch / max(1.0, fraction * samples))
+
+
+def curve_spread(curves: Sequence[tuple[np.ndarray, np.ndarray]], points: int = 200) -> float:
+    """How far apart curves are at equal x (samples seen): the mean over the x range they share of the standard
+    deviation of log10 y across curves (0 = on top of each other; 0.5 = two curves a factor 10 apart). Used to
+    score how well an LR scaling rule keeps runs at different batch sizes aligned."""
+    usable = [(np.asarray(x, float), np.asarray(y, float)) for x, y in curves if len(x) > 1]
+    if len(usable) < 2:
+        return math.nan
+    lo, hi = max(x.min() for x, _ in usable), min(x.max() for x, _ in usable)
+    if hi <= lo:
+        return math.nan
+    grid = np.linspace(lo, hi, points)
+    with np.errstate(all="ignore"):
+        logs = np.vstack([np.interp(grid, x, np.log10(np.where(y > 0, y, np.nan))) for x, y in usable])
+    if not np.isfinite(logs).all():  # a diverged (non-finite) curve cannot be aligned with anything
+        return math.inf
+    return float(np.std(logs, axis=0).mean())
+
+
 def best_per_group(
     summary: pd.DataFrame, by: Sequence[str], choose: str, value: str, higher: bool = False
 ) -> pd.DataFrame:

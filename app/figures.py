@@ -12,7 +12,8 @@ import contourpy
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.colors import qualitative
+from plotly.colors import qualitative, sample_colorscale
+from plotly.subplots import make_subplots
 
 from workers.metrics import LABELS
 
@@ -598,4 +599,47 @@ def playground_loss_chart(runs: Mapping[str, Any], step: int, x: str = "step") -
         showlegend=False,  # the contour plot above names the optimizers, in the same colours
     )
     fig.update_yaxes(type="log")
+    return fig
+
+
+def scaling_curves_chart(panels: Mapping[tuple[str, str], Mapping[int, tuple[np.ndarray, np.ndarray]]]) -> go.Figure:
+    """Loss against samples seen, one panel per (optimizer, rule) — rows are optimizers, columns rules — and one
+    line per batch size, coloured from small (light) to large (dark). A rule that works lays the lines on top
+    of each other."""
+    optimizers = sorted({opt for opt, _ in panels})
+    rules = sorted({rule for _, rule in panels})
+    batches = sorted({b for curves in panels.values() for b in curves})
+    shades = sample_colorscale("Viridis", [0.85 - 0.8 * i / max(1, len(batches) - 1) for i in range(len(batches))])
+    fig = make_subplots(
+        rows=max(1, len(optimizers)),
+        cols=max(1, len(rules)),
+        shared_xaxes=True,
+        shared_yaxes=True,
+        subplot_titles=[f"{opt}, {rule} rule" for opt in optimizers for rule in rules],
+        horizontal_spacing=0.04,
+        vertical_spacing=0.08,
+    )
+    named: set[int] = set()  # one legend entry per batch size
+    for (opt, rule), curves in panels.items():
+        row, col = optimizers.index(opt) + 1, rules.index(rule) + 1
+        for batch, (x, y) in sorted(curves.items()):
+            shade = shades[batches.index(batch)]
+            fig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=y,
+                    mode="lines",
+                    name=f"B={batch}",
+                    legendgroup=str(batch),
+                    showlegend=batch not in named,
+                    line={"color": shade, "width": 1.5},
+                ),
+                row=row,
+                col=col,
+            )
+            named.add(batch)
+    fig.update_yaxes(type="log")
+    fig.update_xaxes(title_text="samples seen", row=len(optimizers))
+    fig.update_yaxes(title_text="train loss", col=1)
+    fig.update_layout(height=280 * max(1, len(optimizers)) + 60, margin={"l": 10, "r": 10, "t": 40, "b": 10})
     return fig

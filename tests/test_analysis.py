@@ -11,6 +11,7 @@ import pytest
 from app.analysis import (
     aggregate_grid,
     best_per_group,
+    curve_spread,
     ema_smooth,
     estimate_seconds,
     fit_power_law,
@@ -18,6 +19,7 @@ from app.analysis import (
     legend_labels,
     seconds_per_step,
     short_field,
+    smoothing_for_batch,
     suggest_lr_range,
     time_to_target,
 )
@@ -182,3 +184,23 @@ def test_scaling_experiment_plan() -> None:
     b256 = by_name["scaling sqrt adam B=256"]
     assert b256["optimizer"] == {"name": "adam", "lr": pytest.approx(0.001 * 4)} and b256["steps"] == 16
     assert plan["linear"][5]["optimizer"]["lr"] == pytest.approx(0.02 * 512 / 16)  # type: ignore[index]
+
+
+def test_curve_spread_is_the_mean_std_of_log10_loss_at_equal_samples() -> None:
+    x = np.linspace(0, 1000, 50)
+    y = np.exp(-x / 300) + 0.1
+    assert curve_spread([(x, y), (x, y), (x, y)]) == pytest.approx(0.0)
+    assert curve_spread([(x, y), (x, 10 * y)]) == pytest.approx(0.5)  # log10 differs by 1: population std ½
+    # on different sample grids, compared on the range both cover (400…1000) after interpolation
+    x2 = np.linspace(400, 2000, 30)
+    assert curve_spread([(x, y), (x2, 100 * (np.exp(-x2 / 300) + 0.1))]) == pytest.approx(1.0, abs=1e-3)
+    assert curve_spread([(x, y), (x, np.where(x > 500, np.nan, y))]) == math.inf  # a diverged curve
+    assert math.isnan(curve_spread([(x, y)]))
+
+
+def test_smoothing_averages_over_the_same_samples_at_every_batch_size() -> None:
+    # w = 1 − B / (0.02 · samples): the EMA's window B / (1 − w) = 0.02 · samples, whatever B is
+    for batch in (16, 64, 256):
+        w = smoothing_for_batch(batch, 64_000)
+        assert batch / (1 - w) == pytest.approx(0.02 * 64_000)
+    assert smoothing_for_batch(2048, 64_000) == 0.0  # a batch larger than the window: no smoothing

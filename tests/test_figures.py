@@ -157,6 +157,8 @@ def test_landscape_figure_frames_replay_the_trajectory() -> None:
         t = int(frame["name"])
         trail, marker = frame["data"]
         x, y = _decode(trail["x"]), _decode(trail["y"])
-        assert (len(x) <= 60 or t == 300) and x[0] == pytest.approx(run.points[0, 0])  # downsampled, starts at the start
+        assert (len(x) <= 60 or t == 300) and x[0] == pytest.approx(
+            run.points[0, 0]
+        )  # downsampled, starts at the start
         assert (x[-1], y[-1]) == pytest.approx(tuple(run.points[t]), rel=1e-6)  # … and ends where step t is
         assert (marker["x"][0], marker["y"][0]) == pytest.approx(tuple(run.points[t]))

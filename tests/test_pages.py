@@ -360,10 +360,15 @@ def test_scaling_rules_experiment_runs_and_reports_each_rules_spread(stack: Stac
     ]  # fmt: skip
     assert (table["batch sizes"] == 6).all()
     finals = stack.store.summaries([r.id for r in stack.store.list_runs()])
-    for row in table.itertuples():  # the spread is max − min of the final losses of that rule and optimizer
+    for _, row in table.iterrows():  # the spread is max − min of the final losses of that rule and optimizer
         runs = [r for r in stack.store.list_runs() if r.name.startswith(f"scaling {row.rule} {row.optimizer} ")]
         values = [finals[r.id]["final"] for r in runs if math.isfinite(finals.get(r.id, {}).get("final", math.nan))]
-        assert row._4 == pytest.approx(max(values) - min(values))
+        assert row["final loss spread (max − min)"] == pytest.approx(max(values) - min(values))
+        assert row["curve spread"] >= 0 and (math.isfinite(row["curve spread"]) or row["diverged"] > 0)
+    curves = json.loads(next(c for c in at.get("plotly_chart") if "samples seen" in c.proto.spec).proto.spec)
+    titles = {a["text"] for a in curves["layout"]["annotations"]}
+    assert titles == {"adam, linear rule", "adam, sqrt rule", "sgd, linear rule", "sgd, sqrt rule"}
+    assert len(curves["data"]) == 24  # a curve per run: 4 panels × 6 batch sizes
 
 
 def test_playground_names_bad_fields_instead_of_failing(stack: Stack) -> None:

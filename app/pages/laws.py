@@ -10,8 +10,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from app.analysis import GAUSSIAN_L1_L2, suggest_lr_range
-from app.figures import PALETTE, metric_chart, schedule_preview
+from app.analysis import GAUSSIAN_L1_L2, curve_spread, ema_smooth, smoothing_for_batch, suggest_lr_range
+from app.curves import CurveCache
+from app.figures import PALETTE, metric_chart, scaling_curves_chart, schedule_preview
 from app.ui import get_store, run_label
 from db.store import FINISHED
 from models.tasks import TASKS
@@ -165,17 +166,23 @@ with scaling_tab:
     else:
         fig = go.Figure()
         spread = []
+        panels: dict[tuple[str, str], dict[int, tuple[np.ndarray, np.ndarray]]] = {}
+        cache = CurveCache()
         for rule, sweep in sorted(experiments.items()):
             runs = [r for r in store.list_runs(sweep_id=sweep.id) if r.status in FINISHED]
             finals = store.summaries([r.id for r in runs])
+            loss_vs_samples = cache.xy(store, runs, "loss", "samples seen")
             for j, opt in enumerate(("sgd", "adam")):
-                points = sorted(
-                    (r.spec["batch"]["size"], finals.get(r.id, {}).get("final", math.nan))
-                    for r in runs
-                    if r.spec["optimizer"]["name"] == opt
-                )
+                mine = [r for r in runs if r.spec["optimizer"]["name"] == opt]
+                points = sorted((r.spec["batch"]["size"], finals.get(r.id, {}).get("final", math.nan)) for r in mine)
                 if not points:
                     continue
+                panel = panels.setdefault((opt, rule), {})
+                for r in mine:
+                    if r.id in loss_vs_samples:
+                        x, y = loss_vs_samples[r.id]
+                        size = int(r.spec["batch"]["size"])
+                        panel[size] = (x, ema_smooth(y, smoothing_for_batch(size, int(x[-1]) if len(x) else 1)))
                 xs, ys = zip(*points, strict=True)
                 fig.add_trace(
                     go.Scatter(
@@ -192,10 +199,17 @@ with scaling_tab:
                         "optimizer": opt,
                         "rule": rule,
                         "batch sizes": len(points),
+                        "curve spread": curve_spread(list(panel.values())),
                         "final loss spread (max − min)": max(finite) - min(finite) if finite else math.nan,
                         "diverged": len(ys) - len(finite),
                     }
                 )
+        if panels:
+            st.plotly_chart(scaling_curves_chart(panels), key="sc.curves")
+            st.caption(
+                "Train loss against samples seen, smoothed over the same number of samples (2 % of the run) at "
+                "every batch size. Where a rule works, the batch sizes' curves lie on top of each other."
+            )
         fig.update_layout(
             xaxis_title="batch size",
             yaxis_title="final train loss (same samples seen)",
@@ -204,10 +218,15 @@ with scaling_tab:
         )
         fig.update_xaxes(type="log")
         st.plotly_chart(fig, key="sc.chart")
-        st.dataframe(pd.DataFrame(spread), hide_index=True)
+        st.dataframe(
+            pd.DataFrame(spread),
+            hide_index=True,
+            column_config={"curve spread": st.column_config.NumberColumn(format="%.3f")},
+        )
         st.caption(
-            "The flatter a line (the smaller its spread), the better that rule keeps training on track as "
-            "the batch grows. Overlay the curves against samples seen on the Compare page."
+            "Curve spread: the mean, over the samples every run saw, of the standard deviation of log10 loss "
+            "across batch sizes (0 = aligned; 0.5 = a factor of 10 apart; ∞ = a run diverged). The smaller it "
+            "is, and the flatter a line above, the better that rule keeps training on track as the batch grows."
         )
 
 with steplaw_tab:
