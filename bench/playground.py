@@ -30,8 +30,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.figures import landscape_figure  # noqa: E402
 from app.lessons import encode  # noqa: E402
+from app.teaching_figures import landscape_figure  # noqa: E402
 from bench.compare_page import CHROMIUM_ARGS, free_port, wait_until_up  # noqa: E402
 from models.landscapes import LANDSCAPES, Landscape  # noqa: E402
 from workers.playground import trajectory  # noqa: E402

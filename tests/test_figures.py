@@ -13,14 +13,13 @@ from app.figures import (
     Curve,
     best_lr_chart,
     compare_chart,
-    contour_lines,
     downsample_minmax,
     heatmap,
-    landscape_figure,
     metric_chart,
     parallel_chart,
     schedule_preview,
 )
+from app.teaching_figures import contour_lines, landscape_figure
 from models.landscapes import LANDSCAPES
 from workers.playground import trajectory
 

@@ -12,7 +12,8 @@ import streamlit as st
 
 from app.analysis import GAUSSIAN_L1_L2, curve_spread, ema_smooth, smoothing_for_batch, suggest_lr_range
 from app.curves import CurveCache
-from app.figures import PALETTE, metric_chart, scaling_curves_chart, schedule_preview
+from app.figures import PALETTE, metric_chart, schedule_preview
+from app.teaching_figures import scaling_curves_chart
 from app.ui import get_store, run_label
 from db.store import FINISHED
 from models.tasks import TASKS

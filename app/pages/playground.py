@@ -9,8 +9,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from app.figures import landscape_figure, playground_loss_chart
 from app.lessons import LESSONS, decode, encode
+from app.teaching_figures import landscape_figure, playground_loss_chart
 from app.ui import component_form
 from models.landscapes import LANDSCAPES
 from workers.playground import (

@@ -1,0 +1,246 @@
+"""Figure builders of the teaching pages (Playground, Laws): pure functions of data, tested without Streamlit."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from typing import Any
+
+import contourpy
+import numpy as np
+import plotly.graph_objects as go
+from plotly.colors import sample_colorscale
+from plotly.subplots import make_subplots
+
+from app.figures import PALETTE
+
+
+def typed_array(values: Any) -> dict[str, str]:
+    """plotly.js's typed-array spec (float32, base64): a frame's coordinates in a quarter of the JSON text that
+    decimal lists take. Frames are added unvalidated (see AnimatedFigure), so plotly does not encode them itself."""
+    return {"dtype": "f4", "bdata": base64.b64encode(np.asarray(values, dtype="<f4").tobytes()).decode("ascii")}
+
+
+def contour_lines(xs: np.ndarray, ys: np.ndarray, z: np.ndarray, levels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Iso-lines of `z` at `levels` evenly spaced values, as one polyline with NaN gaps (contourpy). Drawn as a
+    single scatter trace, the browser paints one SVG path instead of re-running plotly.js's contour tracing on
+    every redraw."""
+    gen = contourpy.contour_generator(xs, ys, z, line_type=contourpy.LineType.ChunkCombinedNan)
+    finite = z[np.isfinite(z)]
+    pieces = [
+        chunk
+        for level in np.linspace(finite.min(), finite.max(), levels + 2)[1:-1]
+        for chunk in gen.lines(level)[0]
+        if chunk is not None
+    ]
+    if not pieces:
+        return np.empty(0), np.empty(0)
+    gap = np.full((1, 2), np.nan)
+    points = np.concatenate([p for piece in pieces for p in (piece, gap)])
+    return points[:, 0], points[:, 1]
+
+
+class AnimatedFigure(go.Figure):
+    """A figure whose animation frames are plain dicts, added when it is serialised. plotly validates every trace
+    of every frame when it is built (about 1 ms each): 40 frames would cost half a second on each slider move."""
+
+    def set_raw_frames(self, frames: list[dict[str, Any]]) -> None:
+        object.__setattr__(self, "_raw_frames", frames)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out["frames"] = getattr(self, "_raw_frames", [])
+        return out
+
+    def to_plotly_json(self) -> dict[str, Any]:
+        return self.to_dict()
+
+
+def landscape_figure(landscape: Any, runs: Mapping[str, Any], step: int, frames: int = 25) -> go.Figure:
+    """Contours of a 2-D landscape with each optimizer's trajectory (`runs`: label → playground Trajectory) up to
+    `step`, a marker at `step`, and a ▶ animation over the whole run (plotly frames, played in the browser)."""
+    xs, ys, z = (t.numpy() for t in landscape.grid(120))
+    shown = np.log10(z - z.min() + 1e-3) if landscape.log_contours else z
+    cx, cy = contour_lines(xs, ys, shown, levels=30)
+    contour = go.Scatter(
+        x=cx.astype(np.float32),
+        y=cy.astype(np.float32),
+        mode="lines",
+        line={"color": "rgba(90, 90, 90, 0.45)", "width": 1},
+        hoverinfo="skip",
+        showlegend=False,
+        name="landscape",
+    )
+    colors = list(PALETTE)
+
+    def paths(upto: int) -> list[go.Scatter]:
+        out = []
+        for i, (label, run) in enumerate(runs.items()):
+            pts = run.points[: min(upto, len(run.points) - 1) + 1]
+            out.append(
+                go.Scatter(
+                    x=pts[:, 0],
+                    y=pts[:, 1],
+                    mode="lines",  # a marker per step costs the browser ~0.4 s per redraw
+                    name=label,
+                    line={"color": colors[i % len(colors)], "width": 2},
+                )
+            )
+        return out
+
+    def markers(at: int) -> list[go.Scatter]:
+        out = []
+        for i, run in enumerate(runs.values()):
+            x, y = run.points[min(at, len(run.points) - 1)]
+            ring = {"color": colors[i % len(colors)], "size": 12, "line": {"color": "white", "width": 2}}
+            out.append(go.Scatter(x=[x], y=[y], mode="markers", showlegend=False, hoverinfo="skip", marker=ring))
+        return out
+
+    fig = AnimatedFigure([contour, *paths(step), *markers(step)])
+    moving = list(range(1, 1 + 2 * len(runs)))  # frames redraw the paths and markers, never the contours
+    if landscape.minimum is not None:
+        fig.add_trace(
+            go.Scatter(
+                x=[landscape.minimum[0]], y=[landscape.minimum[1]], mode="markers", name="minimum",
+                marker={"symbol": "star", "size": 14, "color": "gold", "line": {"width": 1}},
+            )
+        )  # fmt: skip
+    longest = max((len(run.points) - 1 for run in runs.values()), default=0)
+    ticks = sorted({round(longest * k / frames) for k in range(frames + 1)})
+
+    def frame(t: int) -> dict[str, Any]:
+        data: list[dict[str, Any]] = []
+        for run in runs.values():
+            pts = run.points[: min(t, len(run.points) - 1) + 1]
+            if t < ticks[-1]:  # ≤ 60 points while it plays, ending exactly at step t; the last frame in full
+                pts = pts[np.unique(np.linspace(0, len(pts) - 1, 60).round().astype(int))]
+            data.append({"type": "scatter", "x": typed_array(pts[:, 0]), "y": typed_array(pts[:, 1])})
+        for run in runs.values():
+            x, y = run.points[min(t, len(run.points) - 1)]
+            data.append({"type": "scatter", "x": [float(x)], "y": [float(y)]})
+        return {"name": str(t), "traces": moving, "data": data}
+
+    fig.set_raw_frames([frame(t) for t in ticks])
+    fig.update_layout(
+        height=600,
+        margin={"l": 50, "r": 10, "t": 50, "b": 130, "autoexpand": False},  # fixed: no auto-margin relayout pass
+        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 1, "xanchor": "right"},
+        xaxis={"range": list(landscape.x_range), "title": "x"},
+        yaxis={"range": list(landscape.y_range), "title": "y", "scaleanchor": None},
+        updatemenus=[
+            {
+                "type": "buttons",
+                "showactive": False,
+                "x": 0.0,
+                "y": -0.02,
+                "xanchor": "left",
+                "yanchor": "top",
+                "pad": {"t": 42},
+                "buttons": [
+                    {
+                        "label": "▶ play",
+                        "method": "animate",
+                        "args": [
+                            None,
+                            {
+                                "frame": {"duration": 60, "redraw": False},
+                                "fromcurrent": False,
+                                "transition": {"duration": 0},
+                            },
+                        ],
+                    }
+                ],
+            }
+        ],
+        sliders=[
+            {
+                "active": len(ticks) - 1,
+                "y": -0.02,
+                "x": 0.12,
+                "len": 0.88,
+                "currentvalue": {"prefix": "step "},
+                "pad": {"t": 30},
+                "steps": [
+                    {
+                        "label": str(t),
+                        "method": "animate",
+                        "args": [[str(t)], {"mode": "immediate", "frame": {"duration": 0, "redraw": False}}],
+                    }
+                    for t in ticks
+                ],
+            }
+        ],
+    )
+    return fig
+
+
+def playground_loss_chart(runs: Mapping[str, Any], step: int, x: str = "step") -> go.Figure:
+    """f(θ) against step (or samples, `x="samples"` with each run's `batch`) for each trajectory, log y, with a
+    line at `step`."""
+    fig = go.Figure()
+    for i, (label, run) in enumerate(runs.items()):
+        steps = np.arange(len(run.loss))
+        xs = steps * run.batch if x == "samples" else steps
+        loss = np.asarray(run.loss, dtype=float)
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=np.maximum(loss - min(0.0, float(np.nanmin(loss))), 1e-12),
+                mode="lines",
+                name=label,
+                line={"color": PALETTE[i % len(PALETTE)]},
+            )
+        )
+    fig.add_vline(x=step, line={"color": "#888", "dash": "dot"})
+    fig.update_layout(
+        height=300,
+        margin={"l": 70, "r": 10, "t": 30, "b": 45, "autoexpand": False},  # fixed: no auto-margin relayout pass
+        xaxis_title=x,
+        yaxis_title="f(θ) (shifted ≥ 0)",
+        showlegend=False,  # the contour plot above names the optimizers, in the same colours
+    )
+    fig.update_yaxes(type="log")
+    return fig
+
+
+def scaling_curves_chart(panels: Mapping[tuple[str, str], Mapping[int, tuple[np.ndarray, np.ndarray]]]) -> go.Figure:
+    """Loss against samples seen, one panel per (optimizer, rule) — rows are optimizers, columns rules — and one
+    line per batch size, coloured from small (light) to large (dark). A rule that works lays the lines on top
+    of each other."""
+    optimizers = sorted({opt for opt, _ in panels})
+    rules = sorted({rule for _, rule in panels})
+    batches = sorted({b for curves in panels.values() for b in curves})
+    shades = sample_colorscale("Viridis", [0.85 - 0.8 * i / max(1, len(batches) - 1) for i in range(len(batches))])
+    fig = make_subplots(
+        rows=max(1, len(optimizers)),
+        cols=max(1, len(rules)),
+        shared_xaxes=True,
+        shared_yaxes=True,
+        subplot_titles=[f"{opt}, {rule} rule" for opt in optimizers for rule in rules],
+        horizontal_spacing=0.04,
+        vertical_spacing=0.08,
+    )
+    named: set[int] = set()  # one legend entry per batch size
+    for (opt, rule), curves in panels.items():
+        row, col = optimizers.index(opt) + 1, rules.index(rule) + 1
+        for batch, (x, y) in sorted(curves.items()):
+            shade = shades[batches.index(batch)]
+            fig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=y,
+                    mode="lines",
+                    name=f"B={batch}",
+                    legendgroup=str(batch),
+                    showlegend=batch not in named,
+                    line={"color": shade, "width": 1.5},
+                ),
+                row=row,
+                col=col,
+            )
+            named.add(batch)
+    fig.update_yaxes(type="log")
+    fig.update_xaxes(title_text="samples seen", row=len(optimizers))
+    fig.update_yaxes(title_text="train loss", col=1)
+    fig.update_layout(height=280 * max(1, len(optimizers)) + 60, margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    return fig
