@@ -23,21 +23,34 @@ _LAST = "t => { const x = xs(t); return x.length ? x[x.length - 1] : 0; }"
 LAST_STEP_JS = f"() => {{ {_XS} return Math.max(0, ...traces.map({_LAST})); }}"
 
 
+IDLE_JS = """() => document.querySelector('[data-testid="stApp"]')?.getAttribute('data-test-script-state')
+    === 'notRunning'"""
+
+
+def settle(page) -> None:  # type: ignore[no-untyped-def]
+    """Let the rerun an edit asked for start and finish, as a person typing would. Edits that land while a rerun
+    is still drawing the form can make Streamlit reset number inputs to 0 (as in streamlit#9056)."""
+    page.wait_for_timeout(300)
+    page.wait_for_function(IDLE_JS)
+
+
 def set_number(page, label: str, value: str) -> None:  # type: ignore[no-untyped-def]
     box = page.get_by_label(label, exact=True)
     box.fill(value)
     box.press("Enter")
+    settle(page)
 
 
 def launch(page, ui_url: str, name: str, steps: str | None = None) -> tuple[int, float]:  # type: ignore[no-untyped-def]
     """Fill the form, press Launch; returns the run id and when Launch was pressed."""
     page.goto(ui_url)
     page.get_by_text("Launch a run").first.wait_for()
+    page.wait_for_function(IDLE_JS)
     page.get_by_label("Run name").fill(name)
     page.get_by_label("Run name").press("Enter")
+    settle(page)
     if steps:
         set_number(page, "steps", steps)
-    page.wait_for_timeout(500)  # let the rerun for the last edit land
     page.locator(".js-plotly-plot").first.wait_for()  # drawn as a user sees it: plotly.js loaded, preview plotted
     clicked = time.monotonic()
     page.get_by_role("button", name="Launch").click()

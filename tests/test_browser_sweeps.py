@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import Stack, wait_for
-from tests.test_browser import set_number
+from tests.test_browser import set_number, settle
 
 pytestmark = [pytest.mark.browser, pytest.mark.live_worker]
 
@@ -29,6 +29,7 @@ def test_build_a_sweep_watch_it_and_see_the_heatmap_and_bands(stack: Stack, work
     for label, text in (("Values 1", "0.003, 0.03"), ("Values 2", "16, 64"), ("Values 3", "0, 1")):
         page.get_by_label(label).fill(text)
         page.get_by_label(label).press("Enter")
+        settle(page)
     queue = page.get_by_role("button", name="Queue 8 runs")
     queue.wait_for()
     page.wait_for_timeout(500)  # the last edit's rerun
