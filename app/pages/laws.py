@@ -195,14 +195,17 @@ with scaling_tab:
                     )
                 )
                 finite = [y for y in ys if math.isfinite(y)]
+                # a diverged run's curve ends early: nothing to align it with
+                diverged = sum(r.status == "diverged" or not math.isfinite(finals.get(r.id, {}).get("final", math.nan))
+                               for r in mine)  # fmt: skip
                 spread.append(
                     {
                         "optimizer": opt,
                         "rule": rule,
                         "batch sizes": len(points),
-                        "curve spread": curve_spread(list(panel.values())),
+                        "curve spread": math.inf if diverged else curve_spread(list(panel.values())),
                         "final loss spread (max − min)": max(finite) - min(finite) if finite else math.nan,
-                        "diverged": len(ys) - len(finite),
+                        "diverged": diverged,
                     }
                 )
         if panels:
