@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import contourpy
@@ -243,4 +244,100 @@ def scaling_curves_chart(panels: Mapping[tuple[str, str], Mapping[int, tuple[np.
     fig.update_xaxes(title_text="samples seen", row=len(optimizers))
     fig.update_yaxes(title_text="train loss", col=1)
     fig.update_layout(height=280 * max(1, len(optimizers)) + 60, margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    return fig
+
+
+def scaling_final_chart(finals: Mapping[tuple[str, str], Sequence[tuple[int, float]]]) -> go.Figure:
+    """Final train loss against batch size, a line per (optimizer, rule): solid for the linear rule, dotted for
+    the square-root one, a colour per optimizer. Flat lines: the rule keeps training on track."""
+    optimizers = list(dict.fromkeys(opt for opt, _ in finals))
+    fig = go.Figure()
+    for (opt, rule), points in finals.items():
+        color = PALETTE[optimizers.index(opt) % len(PALETTE)]
+        batches, values = zip(*sorted(points), strict=True) if points else ((), ())
+        fig.add_trace(
+            go.Scatter(
+                x=list(batches),
+                y=list(values),
+                mode="lines+markers",
+                name=f"{opt}, {rule} rule",
+                line={"color": color, "dash": "solid" if rule == "linear" else "dot"},
+            )
+        )
+    fig.update_layout(
+        xaxis_title="batch size",
+        yaxis_title="final train loss (same samples seen)",
+        height=380,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+    )
+    fig.update_xaxes(type="log")
+    return fig
+
+
+def range_test_chart(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]], ranges: Mapping[str, tuple[float, float]]
+) -> go.Figure:
+    """Loss against LR (log x) for each LR range test (`curves`: label → (lrs, losses)), each with its suggested
+    range (`ranges`: label → (low, high)) shaded in the curve's colour."""
+    fig = go.Figure()
+    for i, (label, (lrs, losses)) in enumerate(curves.items()):
+        color = PALETTE[i % len(PALETTE)]
+        fig.add_trace(go.Scatter(x=lrs, y=losses, mode="lines", name=label, line={"color": color}))
+        if label in ranges:
+            low, high = ranges[label]
+            fig.add_vrect(x0=low, x1=high, fillcolor=color, opacity=0.12, line_width=0)
+    fig.update_layout(
+        xaxis_title="learning rate",
+        yaxis_title="train loss",
+        height=420,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        legend={"orientation": "h", "y": -0.2},
+    )
+    fig.update_xaxes(type="log")
+    return fig
+
+
+def step_law_surface(
+    parameters: np.ndarray, tokens: np.ndarray, lrs: np.ndarray, chosen: tuple[float, float]
+) -> go.Figure:
+    """log10 η* over log10 N × log10 D (`lrs`: rows follow `tokens`), with the chosen (N, D) marked."""
+    fig = go.Figure(
+        go.Contour(
+            x=np.log10(parameters),
+            y=np.log10(tokens),
+            z=np.log10(lrs),
+            colorscale="Viridis",
+            colorbar={"title": {"text": "log10 η*"}},
+            contours={"showlabels": True},
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=[math.log10(chosen[0])],
+            y=[math.log10(chosen[1])],
+            mode="markers",
+            name="your model",
+            marker={"symbol": "x", "size": 14, "color": "red"},
+        )
+    )
+    fig.update_layout(
+        xaxis_title="log10 N", yaxis_title="log10 D", height=420, margin={"l": 10, "r": 10, "t": 30, "b": 10}
+    )
+    return fig
+
+
+def state_memory_chart(state_bytes: Mapping[str, float], parameter_bytes: float) -> go.Figure:
+    """Optimizer state (KiB) per optimizer as horizontal bars, smallest first, each labelled as a multiple of the
+    model's parameter bytes."""
+    ordered = sorted(state_bytes.items(), key=lambda kv: kv[1])
+    fig = go.Figure(
+        go.Bar(
+            x=[b / 1024 for _, b in ordered],
+            y=[name for name, _ in ordered],
+            orientation="h",
+            marker={"color": PALETTE[0]},
+            text=[f"{b / parameter_bytes:.1f}× params" for _, b in ordered],
+        )
+    )
+    fig.update_layout(xaxis_title="optimizer state (KiB)", height=520, margin={"l": 10, "r": 10, "t": 30, "b": 10})
     return fig

@@ -19,7 +19,14 @@ from app.figures import (
     parallel_chart,
     schedule_preview,
 )
-from app.teaching_figures import contour_lines, landscape_figure
+from app.teaching_figures import (
+    contour_lines,
+    landscape_figure,
+    range_test_chart,
+    scaling_final_chart,
+    state_memory_chart,
+    step_law_surface,
+)
 from models.landscapes import LANDSCAPES
 from workers.playground import trajectory
 
@@ -161,3 +168,28 @@ def test_landscape_figure_frames_replay_the_trajectory() -> None:
         )  # downsampled, starts at the start
         assert (x[-1], y[-1]) == pytest.approx(tuple(run.points[t]), rel=1e-6)  # … and ends where step t is
         assert (marker["x"][0], marker["y"][0]) == pytest.approx(tuple(run.points[t]))
+
+
+def test_laws_figures_draw_what_they_are_given() -> None:
+    lrs = np.logspace(-7, 1, 50)
+    fig = range_test_chart({"adam": (lrs, np.ones(50)), "sgd": (lrs, np.ones(50))}, {"adam": (1e-4, 1e-2)})
+    assert [t.name for t in fig.data] == ["adam", "sgd"] and fig.layout.xaxis.type == "log"
+    (shade,) = fig.layout.shapes  # only the range that was given
+    assert (shade.x0, shade.x1) == (1e-4, 1e-2) and shade.fillcolor == fig.data[0].line.color
+
+    finals = {("sgd", "linear"): [(64, 0.3), (16, 0.1)], ("sgd", "sqrt"): [(16, 0.1)], ("adam", "linear"): []}
+    fig = scaling_final_chart(finals)
+    sgd_linear, sgd_sqrt, adam_linear = fig.data
+    assert list(sgd_linear.x) == [16, 64] and list(sgd_linear.y) == [0.1, 0.3]  # sorted by batch size
+    assert sgd_linear.line.dash == "solid" and sgd_sqrt.line.dash == "dot"
+    assert sgd_linear.line.color == sgd_sqrt.line.color != adam_linear.line.color  # a colour per optimizer
+
+    ns, ds = np.logspace(6, 12, 7), np.logspace(8, 13, 6)
+    lrs = np.outer(np.arange(1, 7), np.ones(7))
+    fig = step_law_surface(ns, ds, lrs, (1e8, 1e10))
+    assert list(fig.data[0].x) == pytest.approx(range(6, 13)) and fig.data[0].z[5][0] == pytest.approx(np.log10(6))
+    assert (fig.data[1].x[0], fig.data[1].y[0]) == pytest.approx((8, 10))
+
+    fig = state_memory_chart({"adamw": 2048.0, "sgd": 0.0, "lion": 1024.0}, parameter_bytes=1024.0)
+    assert list(fig.data[0].y) == ["sgd", "lion", "adamw"] and list(fig.data[0].x) == [0, 1, 2]  # KiB, smallest first
+    assert list(fig.data[0].text) == ["0.0× params", "1.0× params", "2.0× params"]

@@ -7,13 +7,18 @@ import math
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from app.analysis import GAUSSIAN_L1_L2, curve_spread, ema_smooth, smoothing_for_batch, suggest_lr_range
 from app.curves import CurveCache
-from app.figures import PALETTE, metric_chart, schedule_preview
-from app.teaching_figures import scaling_curves_chart
+from app.figures import metric_chart, schedule_preview
+from app.teaching_figures import (
+    range_test_chart,
+    scaling_curves_chart,
+    scaling_final_chart,
+    state_memory_chart,
+    step_law_surface,
+)
 from app.ui import get_store, run_label
 from db.store import FINISHED
 from models.tasks import TASKS
@@ -77,17 +82,16 @@ with range_tab:
             format_func=lambda i: run_label(tests[i]),
             key="rt.runs",
         )
-        fig, rows = go.Figure(), []
+        rows, lr_curves, ranges = [], {}, {}
         frame = store.metrics(chosen, ["loss", "lr"]) if chosen else pd.DataFrame()
-        for i, run_id in enumerate(chosen):
+        for run_id in chosen:
             wide = frame[frame.run_id == run_id].pivot(index="step", columns="metric", values="value").dropna()
             if len(wide) < 5:
                 continue
-            color = PALETTE[i % len(PALETTE)]
             label = run_label(tests[run_id])
-            fig.add_trace(go.Scatter(x=wide["lr"], y=wide["loss"], mode="lines", name=label, line={"color": color}))
-            hint = suggest_lr_range(wide["lr"].to_numpy(), wide["loss"].to_numpy())
-            fig.add_vrect(x0=hint.low, x1=hint.high, fillcolor=color, opacity=0.12, line_width=0)
+            lr_curves[label] = (wide["lr"].to_numpy(), wide["loss"].to_numpy())
+            hint = suggest_lr_range(*lr_curves[label])
+            ranges[label] = (hint.low, hint.high)
             rows.append(
                 {
                     "run": label,
@@ -97,14 +101,7 @@ with range_tab:
                     "optimizer": tests[run_id].spec["optimizer"]["name"],
                 }
             )
-        fig.update_layout(
-            xaxis_title="learning rate",
-            yaxis_title="train loss",
-            height=420,
-            margin={"l": 10, "r": 10, "t": 30, "b": 10},
-            legend={"orientation": "h", "y": -0.2},
-        )
-        fig.update_xaxes(type="log")
+        fig = range_test_chart(lr_curves, ranges)
         st.plotly_chart(fig, key="rt.chart")
         for row in rows:
             c1, c2, c3 = st.columns([3, 1, 1])
@@ -165,15 +162,15 @@ with scaling_tab:
     if not experiments:
         st.info("Queue the experiment to see which rule keeps the curves aligned.")
     else:
-        fig = go.Figure()
         spread = []
+        finals_by: dict[tuple[str, str], list[tuple[int, float]]] = {}
         panels: dict[tuple[str, str], dict[int, tuple[np.ndarray, np.ndarray]]] = {}
         cache = CurveCache()
         for rule, sweep in sorted(experiments.items()):
             runs = [r for r in store.list_runs(sweep_id=sweep.id) if r.status in FINISHED]
             finals = store.summaries([r.id for r in runs])
             loss_vs_samples = cache.xy(store, runs, "loss", "samples seen")
-            for j, opt in enumerate(("sgd", "adam")):
+            for opt in ("sgd", "adam"):
                 mine = [r for r in runs if r.spec["optimizer"]["name"] == opt]
                 points = sorted((r.spec["batch"]["size"], finals.get(r.id, {}).get("final", math.nan)) for r in mine)
                 if not points:
@@ -184,16 +181,8 @@ with scaling_tab:
                         x, y = loss_vs_samples[r.id]
                         size = int(r.spec["batch"]["size"])
                         panel[size] = (x, ema_smooth(y, smoothing_for_batch(size, int(x[-1]) if len(x) else 1)))
-                xs, ys = zip(*points, strict=True)
-                fig.add_trace(
-                    go.Scatter(
-                        x=xs,
-                        y=ys,
-                        mode="lines+markers",
-                        name=f"{opt}, {rule} rule",
-                        line={"color": PALETTE[j], "dash": "solid" if rule == "linear" else "dot"},
-                    )
-                )
+                finals_by[opt, rule] = points
+                ys = [value for _, value in points]
                 finite = [y for y in ys if math.isfinite(y)]
                 # a diverged run's curve ends early: nothing to align it with
                 diverged = sum(r.status == "diverged" or not math.isfinite(finals.get(r.id, {}).get("final", math.nan))
@@ -214,14 +203,7 @@ with scaling_tab:
                 "Train loss against samples seen, smoothed over the same number of samples (2 % of the run) at "
                 "every batch size. Where a rule works, the batch sizes' curves lie on top of each other."
             )
-        fig.update_layout(
-            xaxis_title="batch size",
-            yaxis_title="final train loss (same samples seen)",
-            height=380,
-            margin={"l": 10, "r": 10, "t": 30, "b": 10},
-        )
-        fig.update_xaxes(type="log")
-        st.plotly_chart(fig, key="sc.chart")
+        st.plotly_chart(scaling_final_chart(finals_by), key="sc.chart")
         st.dataframe(
             pd.DataFrame(spread),
             hide_index=True,
@@ -249,25 +231,7 @@ with steplaw_tab:
     m3.metric("B* (tokens)", f"{tokens:,.0f}", help="divide by the sequence length for sequences per batch")
     ns, ds = np.logspace(6, 12, 60), np.logspace(8, 13, 60)
     lrs, _ = step_law_grid(ns, ds)
-    surface = go.Figure(
-        go.Contour(
-            x=np.log10(ns),
-            y=np.log10(ds),
-            z=np.log10(lrs),
-            colorscale="Viridis",
-            colorbar={"title": {"text": "log10 η*"}},
-            contours={"showlabels": True},
-        )
-    )
-    surface.add_trace(
-        go.Scatter(
-            x=[n_exp], y=[d_exp], mode="markers", name="your model", marker={"symbol": "x", "size": 14, "color": "red"}
-        )
-    )
-    surface.update_layout(
-        xaxis_title="log10 N", yaxis_title="log10 D", height=420, margin={"l": 10, "r": 10, "t": 30, "b": 10}
-    )
-    st.plotly_chart(surface, key="sl.chart")
+    st.plotly_chart(step_law_surface(ns, ds, lrs, (10**n_exp, 10**d_exp)), key="sl.chart")
 
 with ratio_tab:
     st.markdown(
@@ -315,17 +279,9 @@ with memory_tab:
     table = state_bytes(m_task)
     params = TASKS[m_task].build(seed=0, **TASKS[m_task].defaults).model
     size = sum(p.numel() * p.element_size() for p in params.parameters())
-    fig = go.Figure(
-        go.Bar(
-            x=(table["bytes"] / 1024).tolist(),
-            y=table["optimizer"].tolist(),
-            orientation="h",
-            marker={"color": PALETTE[0]},
-            text=[f"{b / size:.1f}× params" for b in table["bytes"]],
-        )
+    st.plotly_chart(
+        state_memory_chart(dict(zip(table["optimizer"], table["bytes"], strict=True)), size), key="mem.chart"
     )
-    fig.update_layout(xaxis_title="optimizer state (KiB)", height=520, margin={"l": 10, "r": 10, "t": 30, "b": 10})
-    st.plotly_chart(fig, key="mem.chart")
     st.caption(f"The model's parameters take {size / 1024:.1f} KiB.")
 
 with schedule_tab:
