@@ -8,7 +8,11 @@ Side by side, in this one process:
 Then in headless chromium, against a real Streamlit server:
 - **slider change**: moving one optimizer's slider until the page shows the new trajectory (its other three
   trajectories come from the cache); target < 300 ms;
-- **noise change**: moving the gradient-noise slider, which recomputes all four.
+- **noise change**: moving the gradient-noise slider, which recomputes all four;
+- **plotly redraw, side by side**: plotly.js alone (the copy in the plotly wheel) in a blank chromium page,
+  redrawing the Playground's figure as it is drawn now (contour lines traced on the server, fixed margins,
+  float32 typed-array frames) and as it was drawn before (a plotly `contour` trace that plotly.js traces on
+  every redraw, automatic margins, frames as decimal lists).
 
 Run: `python bench/playground.py [--repeats 7]`.
 """
@@ -16,7 +20,9 @@ Run: `python bench/playground.py [--repeats 7]`.
 from __future__ import annotations
 
 import argparse
+import base64
 import dataclasses
+import json
 import os
 import statistics
 import subprocess
@@ -24,7 +30,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+import plotly
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,6 +106,15 @@ def main() -> None:
         landscape_figure(land, runs, 500).to_json()
 
     server = timed(one_slider, args.repeats)
+    figures = {  # two states of each figure (optimizer 2's trajectory differs), so every redraw changes data
+        "now": [landscape_figure(land, runs, 500).to_json()],
+        "before": [],
+    }
+    figures["before"].append(json.dumps(earlier_style(json.loads(figures["now"][0]), land)))
+    runs["1"] = trajectory(land, {**OPTIMIZERS[1], "momentum": 0.8}, steps=500)
+    figures["now"].append(landscape_figure(land, runs, 500).to_json())
+    figures["before"].append(json.dumps(earlier_style(json.loads(figures["now"][1]), land)))
+    redraw = plotly_redraw_times(figures, args.repeats)
     slider, landscape = browser_times(args.repeats)
     print(f"\n{'case (4 optimizers × 500 steps)':<46}{'median ms':>10}")
     for name, seconds in (
@@ -106,9 +124,65 @@ def main() -> None:
         ("server: one optimizer again + figure + JSON", server),
         ("browser: one optimizer's slider", slider),
         ("browser: the noise slider (all four)", landscape),
+        ("plotly.js redraw, figure as drawn now", redraw["now"]),
+        ("plotly.js redraw, figure as drawn before", redraw["before"]),
     ):
         print(f"{name:<46}{seconds * 1000:>10.0f}")
-    print(f"\nautograd / hand-written: {auto / hand:.1f}×   slider / 300 ms target: {slider / 0.3:.2f}×")
+    print(
+        f"\nautograd / hand-written: {auto / hand:.1f}×   slider / 300 ms target: {slider / 0.3:.2f}×   "
+        f"redraw before / now: {redraw['before'] / redraw['now']:.1f}×   "
+        f"figure JSON before / now: {len(figures['before'][0]) / 1024:.0f} / {len(figures['now'][0]) / 1024:.0f} KiB"
+    )
+
+
+def earlier_style(fig: dict[str, Any], land: Landscape) -> dict[str, Any]:
+    """The figure as the Playground drew it before: contours as a plotly `contour` trace (70 × 70 grid, traced by
+    plotly.js on every redraw), automatic margins, and frames whose coordinates are decimal lists."""
+    xs, ys, z = (t.numpy() for t in land.grid(70))
+    shown = np.log10(z - z.min() + 1e-3) if land.log_contours else z
+    fig["data"][0] = {"type": "contour", "x": xs.tolist(), "y": ys.tolist(), "z": shown.tolist(), "ncontours": 30,
+                      "colorscale": "Greys", "showscale": False, "opacity": 0.55, "contours": {"coloring": "lines"},
+                      "hoverinfo": "skip", "name": "landscape"}  # fmt: skip
+    fig["layout"]["margin"] = {"l": 10, "r": 10, "t": 50, "b": 10}
+    for frame in fig["frames"]:
+        for trace in frame["data"]:
+            for axis in ("x", "y"):
+                if isinstance(trace[axis], dict):  # a typed array → the decimal list it replaced
+                    raw = base64.b64decode(trace[axis]["bdata"])
+                    trace[axis] = np.frombuffer(raw, dtype="<f4").astype(float).tolist()
+    return fig
+
+
+def plotly_redraw_times(figures: dict[str, list[str]], repeats: int) -> dict[str, float]:
+    """Median ms of `Plotly.react` alternating between each variant's two figures, in one blank chromium page."""
+    from playwright.sync_api import sync_playwright
+
+    script = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 900, "height": 700})
+        page.set_content('<div id="g" style="width:800px;height:600px"></div>')
+        page.add_script_tag(path=str(script))
+        out = {}
+        for name, pair in figures.items():
+            out[name] = page.evaluate(
+                """async ([pair, repeats]) => {
+                    const figs = pair.map(JSON.parse), g = document.getElementById('g'), times = [];
+                    await Plotly.newPlot(g, figs[1]);
+                    for (let k = 0; k < repeats; k++) {
+                        const start = performance.now();
+                        await Plotly.react(g, figs[k % 2]);
+                        await new Promise(r => requestAnimationFrame(() => setTimeout(r, 0)));  // painted
+                        times.push(performance.now() - start);
+                    }
+                    await Plotly.purge(g);
+                    times.sort((a, b) => a - b);
+                    return times[Math.floor(times.length / 2)] / 1000;
+                }""",
+                [pair, repeats],
+            )
+        browser.close()
+    return out
 
 
 def browser_times(repeats: int) -> tuple[float, float]:
