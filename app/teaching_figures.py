@@ -28,6 +28,8 @@ def contour_lines(xs: np.ndarray, ys: np.ndarray, z: np.ndarray, levels: int) ->
     every redraw."""
     gen = contourpy.contour_generator(xs, ys, z, line_type=contourpy.LineType.ChunkCombinedNan)
     finite = z[np.isfinite(z)]
+    if finite.size == 0 or finite.min() == finite.max():  # nothing to trace: no level separates two values
+        return np.empty(0), np.empty(0)
     pieces = [
         chunk
         for level in np.linspace(finite.min(), finite.max(), levels + 2)[1:-1]

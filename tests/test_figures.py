@@ -142,6 +142,8 @@ def test_contour_lines_lie_on_the_level_sets() -> None:
     assert np.abs(radii2 - nearest).max() < 0.01  # every point is on its circle, to the grid's resolution
     circles = [level for level in levels if np.any(np.abs(radii2 - level) < 0.01)]
     assert len(circles) == 9 and np.isnan(cx).sum() >= 9  # all nine, each a separate piece (NaN between)
+    for flat in (np.zeros_like(gx), np.full_like(gx, np.nan)):  # a flat or undefined landscape: no lines
+        assert [len(a) for a in contour_lines(xs, ys, flat, levels=9)] == [0, 0]
 
 
 def _decode(values: object) -> np.ndarray:
