@@ -11,7 +11,7 @@ import streamlit as st
 
 from app.lessons import LESSONS, decode, encode
 from app.teaching_figures import landscape_figure, playground_loss_chart
-from app.ui import component_form
+from app.ui import component_form, seed_component
 from models.landscapes import LANDSCAPES
 from workers.playground import (
     LEFT_OUT,
@@ -91,18 +91,35 @@ def locked_keys(keys: list[str]) -> set[str]:
     return {k for k in keys if is_locked(k)}
 
 
-controls, view = st.columns([2, 3], gap="large")
-with controls:
+# The page computes from the controls' values first and draws the controls last: Streamlit sends elements in the
+# order the script makes them, so the browser gets the new trajectories before re-rendering ~40 unchanged widgets.
+for i in range(SLOTS):
+    st.session_state.setdefault(f"pg.batch{i}", 1)
+    st.session_state.setdefault(f"pg.warmup{i}", 0)
+land_spec = seed_component(LANDSCAPES, "pg.land", {"name": "quadratic"}, sliders=True)
+schedule = seed_component(PLAYGROUND_SCHEDULES, "pg.sched", {"name": "constant"})
+steps, noise = int(st.session_state["pg.steps"]), float(st.session_state["pg.noise"])
+slots: list[dict[str, Any]] = [
+    {
+        "optimizer": seed_component(PLAYGROUND_OPTIMIZERS, f"pg.opt{i}", SLOT_DEFAULTS[i], sliders=True),
+        "batch": int(st.session_state[f"pg.batch{i}"]),
+        "warmup": int(st.session_state[f"pg.warmup{i}"]),
+    }
+    for i in range(int(st.session_state["pg.n"]))
+]
+
+
+def draw_controls() -> None:
+    """The widgets behind the values above (same keys, so they show and change exactly those values)."""
     with st.container(border=True):
-        land = st.session_state.get("pg.land.name", "quadratic")
+        land = land_spec["name"]
         land_keys = ["pg.land.name", *(f"pg.land:{land}:{p.name}" for p in LANDSCAPES[land].params)]
-        land_spec = component_form(
+        component_form(
             "Landscape", LANDSCAPES, "pg.land", {"name": "quadratic"}, sliders=True, locked=locked_keys(land_keys)
         )
-        land_params = {k: v for k, v in land_spec.items() if k != "name"}
         c1, c2 = st.columns(2)
-        steps = c1.number_input("steps", 10, 2000, step=10, key="pg.steps", disabled=is_locked("pg.steps"))
-        noise = c2.slider(
+        c1.number_input("steps", 10, 2000, step=10, key="pg.steps", disabled=is_locked("pg.steps"))
+        c2.slider(
             "gradient noise σ",
             0.0,
             5.0,
@@ -112,21 +129,20 @@ with controls:
             help="each step's gradient gets σ/√batch · N(0, I): a stochastic gradient",
         )
     with st.container(border=True):
-        schedule = component_form(
+        component_form(
             "Schedule (every optimizer)",
             PLAYGROUND_SCHEDULES,
             "pg.sched",
             {"name": "constant"},
             locked=locked_keys(["pg.sched.name"]),
         )
-    count = st.number_input("optimizers", 1, SLOTS, key="pg.n", disabled=locked_lesson)
-    slots: list[dict[str, Any]] = []
-    for i in range(int(count)):
+    st.number_input("optimizers", 1, SLOTS, key="pg.n", disabled=locked_lesson)
+    for i, slot in enumerate(slots):
         with st.container(border=True):
             name_key = f"pg.opt{i}.name"
-            current = st.session_state.get(name_key, SLOT_DEFAULTS[i]["name"])
+            current = slot["optimizer"]["name"]
             param_keys = [f"pg.opt{i}:{current}:{p.name}" for p in PLAYGROUND_OPTIMIZERS[current].params]
-            spec = component_form(
+            component_form(
                 f"Optimizer {i + 1}",
                 PLAYGROUND_OPTIMIZERS,
                 f"pg.opt{i}",
@@ -135,9 +151,7 @@ with controls:
                 locked=locked_keys([name_key, *param_keys]),
             )
             c1, c2 = st.columns(2)
-            st.session_state.setdefault(f"pg.batch{i}", 1)
-            st.session_state.setdefault(f"pg.warmup{i}", 0)
-            batch = c1.number_input(
+            c1.number_input(
                 "batch",
                 1,
                 4096,
@@ -145,7 +159,7 @@ with controls:
                 disabled=is_locked(f"pg.batch{i}"),
                 help="divides the gradient noise by √batch",
             )
-            warmup = c2.number_input(
+            c2.number_input(
                 "warm-up steps",
                 0,
                 10_000,
@@ -153,7 +167,6 @@ with controls:
                 disabled=is_locked(f"pg.warmup{i}"),
                 help="a linear LR ramp over the first steps, on top of the schedule",
             )
-            slots.append({"optimizer": spec, "batch": int(batch), "warmup": int(warmup)})
     st.caption("Not here: " + "; ".join(f"{k} ({why})" for k, why in LEFT_OUT.items()) + ".")
 
 
@@ -174,47 +187,49 @@ def cached_run(land: str, params_json: str, slot_json: str, schedule_json: str, 
     return run
 
 
-invalid = check(LANDSCAPES, land_spec, "landscape") + check(PLAYGROUND_SCHEDULES, schedule, "schedule")
-if invalid:  # nothing can run on an invalid landscape or schedule
-    with view:
+def draw_view() -> None:
+    land_params = {k: v for k, v in land_spec.items() if k != "name"}
+    invalid = check(LANDSCAPES, land_spec, "landscape") + check(PLAYGROUND_SCHEDULES, schedule, "schedule")
+    if invalid:  # nothing can run on an invalid landscape or schedule
         st.error("**Fix these first:**\n" + "\n".join(f"- `{e.split(': ', 1)[0]}`: {e.split(': ', 1)[1]}"
                                                        for e in invalid))  # fmt: skip
-    st.stop()
-landscape = LANDSCAPES[land_spec["name"]].build(**land_params)
-runs: dict[str, Trajectory] = {}
-problems: list[str] = []
-for i, slot in enumerate(slots):
-    spec = slot["optimizer"]
-    if bad := check(PLAYGROUND_OPTIMIZERS, spec, f"optimizer {i + 1}"):
-        problems.extend(bad)
-        continue
-    label = (
-        f"{i + 1}. {spec['name']} η={spec['lr']:g}"
-        + "".join(f" {k}={v:g}" for k, v in spec.items() if k in ("momentum", "beta1") and isinstance(v, int | float))
-        + (f" B={slot['batch']}" if slot["batch"] > 1 else "")
-        + (f" warm-up {slot['warmup']}" if slot["warmup"] else "")
-    )
-    try:
-        run = cached_run(
-            land_spec["name"],
-            json.dumps(land_params, sort_keys=True),
-            json.dumps(slot, sort_keys=True),
-            json.dumps(schedule, sort_keys=True),
-            int(steps),
-            float(noise),
+        return
+    landscape = LANDSCAPES[land_spec["name"]].build(**land_params)
+    runs: dict[str, Trajectory] = {}
+    problems: list[str] = []
+    for i, slot in enumerate(slots):
+        spec = slot["optimizer"]
+        if bad := check(PLAYGROUND_OPTIMIZERS, spec, f"optimizer {i + 1}"):
+            problems.extend(bad)
+            continue
+        label = (
+            f"{i + 1}. {spec['name']} η={spec['lr']:g}"
+            + "".join(
+                f" {k}={v:g}" for k, v in spec.items() if k in ("momentum", "beta1") and isinstance(v, int | float)
+            )
+            + (f" B={slot['batch']}" if slot["batch"] > 1 else "")
+            + (f" warm-up {slot['warmup']}" if slot["warmup"] else "")
         )
-    except (ValueError, TypeError, RuntimeError) as exc:
-        problems.append(f"Optimizer {i + 1} ({spec['name']}): {exc}")
-        continue
-    runs[label] = run
-    if run.diverged_at:
-        problems.append(f"Optimizer {i + 1} ({spec['name']}) diverged at step {run.diverged_at}: lower its η.")
+        try:
+            run = cached_run(
+                land_spec["name"],
+                json.dumps(land_params, sort_keys=True),
+                json.dumps(slot, sort_keys=True),
+                json.dumps(schedule, sort_keys=True),
+                steps,
+                noise,
+            )
+        except (ValueError, TypeError, RuntimeError) as exc:
+            problems.append(f"Optimizer {i + 1} ({spec['name']}): {exc}")
+            continue
+        runs[label] = run
+        if run.diverged_at:
+            problems.append(f"Optimizer {i + 1} ({spec['name']}) diverged at step {run.diverged_at}: lower its η.")
 
-with view:
     for problem in problems:
         st.warning(problem, icon=":material/warning:")
-    st.session_state["pg.step"] = min(int(st.session_state["pg.step"]), int(steps))
-    step = st.slider("Step", 0, int(steps), key="pg.step", help="the markers and the internals below follow it")
+    st.session_state["pg.step"] = min(int(st.session_state["pg.step"]), steps)
+    step = st.slider("Step", 0, steps, key="pg.step", help="the markers and the internals below follow it")
     st.plotly_chart(landscape_figure(landscape, runs, step), key="pg.contour")
     x_axis = st.radio("loss against", ("step", "samples"), horizontal=True, key="pg.x")
     st.plotly_chart(playground_loss_chart(runs, step if x_axis == "step" else 0, x_axis), key="pg.loss")
@@ -237,6 +252,13 @@ with view:
             "Adam's is η/(√v̂+ε)·m̂/g). update / LR: ±1 for LION's sign update, before weight decay. The "
             "other rows are the optimizer's own state, as the library keeps it."
         )
+
+
+controls, view = st.columns([2, 3], gap="large")
+with view:
+    draw_view()
+with controls:
+    draw_controls()
 
 setup: dict[str, Any] = {
     str(k): v
