@@ -125,9 +125,10 @@ def landscape_figure(landscape: Any, runs: Mapping[str, Any], step: int, frames:
 
     fig.set_raw_frames([frame(t) for t in ticks])
     fig.update_layout(
-        height=600,
-        margin={"l": 50, "r": 10, "t": 50, "b": 130, "autoexpand": False},  # fixed: no auto-margin relayout pass
-        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 1, "xanchor": "right"},
+        height=620,
+        # fixed margins: no auto-margin relayout pass; the top one holds three rows of legend (four optimizers)
+        margin={"l": 50, "r": 10, "t": 70, "b": 130, "autoexpand": False},
+        legend={"orientation": "h", "y": 1.01, "yanchor": "bottom", "x": 0, "xanchor": "left"},
         xaxis={"range": list(landscape.x_range), "title": "x"},
         yaxis={"range": list(landscape.y_range), "title": "y", "scaleanchor": None},
         updatemenus=[

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from app.lessons import encode
 from tests.conftest import Stack, wait_for
 
 pytestmark = [pytest.mark.browser]
@@ -32,3 +33,23 @@ def test_a_lesson_url_a_slider_and_the_trajectory_moves(stack: Stack, ui_url: st
     page.wait_for_timeout(300)
     moved = wait_for(lambda: (e := page.evaluate(PATH_JS)) and e[1] != ends[1] and e, 30, "the trajectory to move")
     assert moved[0] == ends[0]  # plain GD did not change
+
+
+LEGEND_JS = """() => {
+    const plot = document.querySelector('.st-key-pg-contour .js-plotly-plot');
+    const svg = plot.querySelector('.main-svg').getBoundingClientRect();
+    return Array.from(plot.querySelectorAll('.legend .traces')).map(t => {
+        const r = t.getBoundingClientRect();
+        return {text: t.textContent, inside: r.top >= svg.top && r.bottom <= svg.bottom && r.left >= svg.left
+                                             && r.right <= svg.right};
+    });
+}"""
+
+
+def test_four_optimizers_all_show_in_the_legend(stack: Stack, ui_url: str, page) -> None:  # type: ignore[no-untyped-def]
+    setup = {"pg.n": 4, "pg.opt1:sgd:momentum": 0.9, "pg.opt2.name": "adam", "pg.opt3.name": "lion"}
+    page.goto(f"{ui_url}/playground?setup={encode(setup)}")
+    wait_for(lambda: (e := page.evaluate(PATH_JS)) and len(e) == 4, 30, "four trajectories")
+    entries = page.evaluate(LEGEND_JS)
+    assert [e["text"][:2] for e in entries[:4]] == ["1.", "2.", "3.", "4."]
+    assert all(e["inside"] for e in entries), entries  # none pushed off the figure by the fixed margins
