@@ -22,6 +22,24 @@ def grad(p: np.ndarray) -> np.ndarray:
     return np.array([p[0] / KAPPA, p[1]])  # ∇ ½(x²/κ + y²)
 
 
+@pytest.mark.parametrize("name", list(PLAYGROUND_OPTIMIZERS))
+def test_every_optimizer_steps_as_its_own_step_method_does(name: str) -> None:
+    """The Playground calls each optimizer's step body without torch's per-call wrapper; the path must be the one
+    plain `optimizer.step()` calls give, gradient by autograd, for every optimizer it offers."""
+    entry = PLAYGROUND_OPTIMIZERS[name]
+    hyper = {**entry.defaults, "lr": 0.01}
+    point = torch.tensor(START, dtype=torch.float64, requires_grad=True)
+    opt = entry.build([point], **hyper)
+    expected = [START]
+    for _ in range(20):
+        opt.zero_grad()
+        QUADRATIC(point).backward(create_graph=bool(entry.extra.get("create_graph")))
+        opt.step()
+        expected.append(tuple(point.tolist()))
+    run = trajectory(QUADRATIC, {"name": name, "lr": 0.01}, steps=20, start=START)
+    np.testing.assert_allclose(run.points, np.array(expected), rtol=1e-9, atol=1e-12)
+
+
 def test_sgd_three_steps_by_hand() -> None:
     p, expected = np.array(START), [np.array(START)]
     for _ in range(3):
