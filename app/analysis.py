@@ -188,6 +188,59 @@ def curve_spread(curves: Sequence[tuple[np.ndarray, np.ndarray]], points: int = 
     return float(np.std(logs, axis=0).mean())
 
 
+@dataclass(frozen=True)
+class ScalingRun:
+    """One finished run of the scaling-rules experiment, as `scaling_summary` needs it."""
+
+    optimizer: str
+    rule: str
+    batch: int
+    status: str
+    final: float  # final train loss (NaN if none)
+    curve: tuple[np.ndarray, np.ndarray] | None  # (samples seen, train loss), full resolution
+
+
+@dataclass(frozen=True)
+class ScalingSummary:
+    panels: dict[tuple[str, str], dict[int, tuple[np.ndarray, np.ndarray]]]  # (optimizer, rule) → batch → curve
+    finals: dict[tuple[str, str], list[tuple[int, float]]]  # (optimizer, rule) → [(batch, final loss)], by batch
+    table: list[dict[str, Any]]  # a row per (optimizer, rule): curve spread, final-loss spread, diverged runs
+
+
+def scaling_summary(runs: Iterable[ScalingRun]) -> ScalingSummary:
+    """Which LR scaling rule keeps training aligned across batch sizes, per optimizer: each run's loss against
+    samples seen, smoothed over the same number of samples at every batch size (`smoothing_for_batch`), the curve
+    spread of each (optimizer, rule) panel (infinite when one of its runs diverged: a diverged curve ends early,
+    so the shared range would hide it) and the spread of the final losses."""
+    grouped: dict[tuple[str, str], list[ScalingRun]] = {}
+    for run in runs:
+        grouped.setdefault((run.optimizer, run.rule), []).append(run)
+    panels: dict[tuple[str, str], dict[int, tuple[np.ndarray, np.ndarray]]] = {}
+    finals: dict[tuple[str, str], list[tuple[int, float]]] = {}
+    table = []
+    for (optimizer, rule), mine in sorted(grouped.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        panel: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for run in sorted(mine, key=lambda r: r.batch):
+            if run.curve is not None:
+                x, y = run.curve
+                panel[run.batch] = (x, ema_smooth(y, smoothing_for_batch(run.batch, int(x[-1]) if len(x) else 1)))
+        panels[optimizer, rule] = panel
+        finals[optimizer, rule] = sorted((run.batch, run.final) for run in mine)
+        finite = [run.final for run in mine if math.isfinite(run.final)]
+        diverged = sum(run.status == "diverged" or not math.isfinite(run.final) for run in mine)
+        table.append(
+            {
+                "optimizer": optimizer,
+                "rule": rule,
+                "batch sizes": len(mine),
+                "curve spread": math.inf if diverged else curve_spread(list(panel.values())),
+                "final loss spread (max − min)": max(finite) - min(finite) if finite else math.nan,
+                "diverged": diverged,
+            }
+        )
+    return ScalingSummary(panels, finals, table)
+
+
 def best_per_group(
     summary: pd.DataFrame, by: Sequence[str], choose: str, value: str, higher: bool = False
 ) -> pd.DataFrame:

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from app.analysis import (
+    ScalingRun,
     aggregate_grid,
     best_per_group,
     curve_spread,
@@ -17,6 +18,7 @@ from app.analysis import (
     fit_power_law,
     group_band,
     legend_labels,
+    scaling_summary,
     seconds_per_step,
     short_field,
     smoothing_for_batch,
@@ -196,6 +198,30 @@ def test_curve_spread_is_the_mean_std_of_log10_loss_at_equal_samples() -> None:
     assert curve_spread([(x, y), (x2, 100 * (np.exp(-x2 / 300) + 0.1))]) == pytest.approx(1.0, abs=1e-3)
     assert curve_spread([(x, y), (x, np.where(x > 500, np.nan, y))]) == math.inf  # a diverged curve
     assert math.isnan(curve_spread([(x, y)]))
+
+
+def test_scaling_summary_scores_each_rule_per_optimizer() -> None:
+    x = np.linspace(0, 64_000, 200)
+    flat = np.full_like(x, 0.5)  # constant curves: the EMA (debiased) leaves them as they are
+
+    def run(opt: str, rule: str, batch: int, scale: float, status: str = "completed") -> ScalingRun:
+        final = math.nan if status == "diverged" else 0.5 * scale
+        return ScalingRun(opt, rule, batch, status, final, (x, flat * scale))
+
+    summary = scaling_summary([
+        run("sgd", "linear", 64, 1.0), run("sgd", "linear", 16, 1.0),  # aligned
+        run("sgd", "sqrt", 16, 1.0), run("sgd", "sqrt", 64, 10.0),  # a factor 10 apart
+        run("adam", "sqrt", 16, 1.0), run("adam", "sqrt", 64, 1.0, status="diverged"),
+    ])  # fmt: skip
+    rows = {(r["optimizer"], r["rule"]): r for r in summary.table}
+    assert rows["sgd", "linear"]["curve spread"] == pytest.approx(0.0)
+    assert rows["sgd", "sqrt"]["curve spread"] == pytest.approx(0.5)  # log10 differs by 1: population std ½
+    assert rows["sgd", "sqrt"]["final loss spread (max − min)"] == pytest.approx(5.0 - 0.5)
+    assert rows["adam", "sqrt"]["curve spread"] == math.inf and rows["adam", "sqrt"]["diverged"] == 1
+    assert rows["adam", "sqrt"]["final loss spread (max − min)"] == pytest.approx(0.0)  # the finite one only
+    assert summary.finals["sgd", "linear"] == [(16, 0.5), (64, 0.5)]  # by batch size
+    assert sorted(summary.panels["sgd", "sqrt"]) == [16, 64]
+    np.testing.assert_allclose(summary.panels["sgd", "sqrt"][64][1], 5.0)
 
 
 def test_smoothing_averages_over_the_same_samples_at_every_batch_size() -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app.analysis import GAUSSIAN_L1_L2, curve_spread, ema_smooth, smoothing_for_batch, suggest_lr_range
+from app.analysis import GAUSSIAN_L1_L2, ScalingRun, scaling_summary, suggest_lr_range
 from app.curves import CurveCache
 from app.figures import metric_chart, schedule_preview
 from app.teaching_figures import (
@@ -162,50 +162,34 @@ with scaling_tab:
     if not experiments:
         st.info("Queue the experiment to see which rule keeps the curves aligned.")
     else:
-        spread = []
-        finals_by: dict[tuple[str, str], list[tuple[int, float]]] = {}
-        panels: dict[tuple[str, str], dict[int, tuple[np.ndarray, np.ndarray]]] = {}
         cache = CurveCache()
+        experiment_runs = []
         for rule, sweep in sorted(experiments.items()):
             runs = [r for r in store.list_runs(sweep_id=sweep.id) if r.status in FINISHED]
             finals = store.summaries([r.id for r in runs])
             loss_vs_samples = cache.xy(store, runs, "loss", "samples seen")
-            for opt in ("sgd", "adam"):
-                mine = [r for r in runs if r.spec["optimizer"]["name"] == opt]
-                points = sorted((r.spec["batch"]["size"], finals.get(r.id, {}).get("final", math.nan)) for r in mine)
-                if not points:
-                    continue
-                panel = panels.setdefault((opt, rule), {})
-                for r in mine:
-                    if r.id in loss_vs_samples:
-                        x, y = loss_vs_samples[r.id]
-                        size = int(r.spec["batch"]["size"])
-                        panel[size] = (x, ema_smooth(y, smoothing_for_batch(size, int(x[-1]) if len(x) else 1)))
-                finals_by[opt, rule] = points
-                ys = [value for _, value in points]
-                finite = [y for y in ys if math.isfinite(y)]
-                # a diverged run's curve ends early: nothing to align it with
-                diverged = sum(r.status == "diverged" or not math.isfinite(finals.get(r.id, {}).get("final", math.nan))
-                               for r in mine)  # fmt: skip
-                spread.append(
-                    {
-                        "optimizer": opt,
-                        "rule": rule,
-                        "batch sizes": len(points),
-                        "curve spread": math.inf if diverged else curve_spread(list(panel.values())),
-                        "final loss spread (max − min)": max(finite) - min(finite) if finite else math.nan,
-                        "diverged": diverged,
-                    }
+            experiment_runs += [
+                ScalingRun(
+                    optimizer=r.spec["optimizer"]["name"],
+                    rule=rule,
+                    batch=int(r.spec["batch"]["size"]),
+                    status=r.status,
+                    final=finals.get(r.id, {}).get("final", math.nan),
+                    curve=loss_vs_samples.get(r.id),
                 )
+                for r in runs
+            ]
+        summary = scaling_summary(experiment_runs)
+        panels = {key: panel for key, panel in summary.panels.items() if panel}
         if panels:
             st.plotly_chart(scaling_curves_chart(panels), key="sc.curves")
             st.caption(
                 "Train loss against samples seen, smoothed over the same number of samples (2 % of the run) at "
                 "every batch size. Where a rule works, the batch sizes' curves lie on top of each other."
             )
-        st.plotly_chart(scaling_final_chart(finals_by), key="sc.chart")
+        st.plotly_chart(scaling_final_chart(summary.finals), key="sc.chart")
         st.dataframe(
-            pd.DataFrame(spread),
+            pd.DataFrame(summary.table),
             hide_index=True,
             column_config={"curve spread": st.column_config.NumberColumn(format="%.3f")},
         )
