@@ -95,8 +95,9 @@ def seed_param(param: Param, key: str, initial: Any, *, slider: bool = False) ->
     return st.session_state[key]
 
 
-def seed_component(registry: Registry, key: str, initial: dict[str, Any] | None, *, sliders: bool = False
-                   ) -> dict[str, Any]:  # fmt: skip
+def seed_component(
+    registry: Registry, key: str, initial: dict[str, Any] | None, *, sliders: bool = False
+) -> dict[str, Any]:
     """What `component_form` will return, read from session state (seeded with the defaults where empty) without
     drawing anything: a page can compute from a form before it draws it, and send its results first."""
     names = list(registry)

@@ -82,8 +82,8 @@ def trajectory(
     generator = torch.Generator().manual_seed(seed)
     scale = noise / math.sqrt(batch)
 
-    # Bookkeeping goes through numpy views of the tensors: a numpy row write costs ~1 µs, a torch one ~5 µs, and
-    # this loop's own overhead is what a Playground slider waits for (the optimizer's step is a few tensor ops).
+    # Bookkeeping goes into numpy arrays: a numpy row write costs ~1 µs, a torch one ~5 µs, and this loop's own
+    # overhead is what a Playground slider waits for (the optimizer's step is a few tensor ops).
     points = np.empty((steps + 1, 2))
     grads, updates, lrs = np.empty((steps, 2)), np.empty((steps, 2)), np.empty(steps)
     state: dict[str, np.ndarray] = {}
