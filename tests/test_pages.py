@@ -380,3 +380,6 @@ def test_playground_names_bad_fields_instead_of_failing(stack: Stack) -> None:
     at.number_input(key="pg.land:quadratic:condition_number").set_value(0.0).run()
     assert not at.exception, [e.value for e in at.exception]
     assert any("`landscape.condition_number`" in e.value for e in at.error)
+    assert not at.get("plotly_chart")  # nothing drawn from a landscape that cannot exist…
+    at.number_input(key="pg.land:quadratic:condition_number").set_value(10.0).run()  # … and its control is there
+    assert not at.error and len(at.get("plotly_chart")) == 2

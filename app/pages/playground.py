@@ -188,6 +188,8 @@ def cached_run(land: str, params_json: str, slot_json: str, schedule_json: str, 
 
 
 def draw_view() -> None:
+    """Problems, the step slider, the contour plot, loss against step and the internals; only an error if the
+    landscape or schedule cannot exist (the controls, drawn after, stay there to fix it)."""
     land_params = {k: v for k, v in land_spec.items() if k != "name"}
     invalid = check(LANDSCAPES, land_spec, "landscape") + check(PLAYGROUND_SCHEDULES, schedule, "schedule")
     if invalid:  # nothing can run on an invalid landscape or schedule
