@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -251,6 +252,18 @@ def best_per_group(
         return means
     pick = means.groupby(list(by))[value].idxmax() if higher else means.groupby(list(by))[value].idxmin()
     return means.loc[pick.to_numpy()].reset_index(drop=True)
+
+
+ANALYSIS_REFRESH_S = 10.0  # at most one full Sweeps-page rerun this often while runs finish (200-run sweeps)
+
+
+def refresh_due(drawn_with: tuple[int, float], finished: int, done: bool, now: float | None = None) -> bool:
+    """Whether a live sweep's analysis, drawn when `drawn_with` = (runs finished, time.monotonic()) held, should be
+    drawn again: at once when the sweep is done, else when more runs have finished and it is
+    `ANALYSIS_REFRESH_S` old, so the heatmap fills in as runs finish without a full rerun every two seconds."""
+    drawn_finished, drawn_at = drawn_with
+    now = time.monotonic() if now is None else now
+    return done or (finished > drawn_finished and now - drawn_at >= ANALYSIS_REFRESH_S)
 
 
 DEFAULT_SECONDS_PER_STEP = 0.004  # a small task's step on one CPU core, until a run of the task has finished

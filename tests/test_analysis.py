@@ -18,6 +18,7 @@ from app.analysis import (
     fit_power_law,
     group_band,
     legend_labels,
+    refresh_due,
     scaling_summary,
     seconds_per_step,
     short_field,
@@ -230,3 +231,11 @@ def test_smoothing_averages_over_the_same_samples_at_every_batch_size() -> None:
         w = smoothing_for_batch(batch, 64_000)
         assert batch / (1 - w) == pytest.approx(0.02 * 64_000)
     assert smoothing_for_batch(2048, 64_000) == 0.0  # a batch larger than the window: no smoothing
+
+
+def test_a_live_sweeps_analysis_is_redrawn_as_runs_finish_but_not_every_poll() -> None:
+    drawn = (3, 100.0)  # drawn when 3 runs had finished, at t = 100 s
+    assert not refresh_due(drawn, 3, done=False, now=200.0)  # nothing new finished
+    assert not refresh_due(drawn, 5, done=False, now=105.0)  # new runs, but drawn 5 s ago
+    assert refresh_due(drawn, 5, done=False, now=110.0)  # new runs, and 10 s since
+    assert refresh_due(drawn, 3, done=True, now=100.5)  # the sweep is done: at once

@@ -3,6 +3,7 @@ before anything is queued), watch its progress, cancel it or re-run what failed,
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pandas as pd
@@ -422,13 +423,15 @@ def viewer(store: Store) -> None:
 
     sweep_id = st.selectbox("Sweep", list(sweeps), format_func=label, key="sweeps.chosen")
     live = any(s in ACTIVE for s in counts.get(sweep_id, {}))
+    drawn_with = (sum(n for s, n in counts.get(sweep_id, {}).items() if s in FINISHED), time.monotonic())
 
     @st.fragment(run_every=2 if live else None)
     def watch() -> None:
         progress_panel(sweep_id)
-        still = any(r.status in ACTIVE for r in store.list_runs(sweep_id=sweep_id))
-        if live and not still:
-            st.rerun()  # the whole page, so the analysis below includes the last runs
+        statuses = [r.status for r in store.list_runs(sweep_id=sweep_id)]
+        finished = sum(s in FINISHED for s in statuses)
+        if live and analysis.refresh_due(drawn_with, finished, all(s not in ACTIVE for s in statuses)):
+            st.rerun()  # the whole page, so the analysis below includes the runs finished since it was drawn
 
     watch()
     runs = store.list_runs(sweep_id=sweep_id)
