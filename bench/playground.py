@@ -70,14 +70,18 @@ END_JS = """i => { const p = document.querySelector('.js-plotly-plot');
     const x = Array.isArray(t.x) ? t.x : Array.from(t.x._inputArray || []); return x[x.length - 1]; }"""
 WATCH_JS = """([i, before]) => { window.__answer = new Promise(resolve => {
     const end = __END__;
-    let pressed = null, drawn = null;
+    let pressed = null, drawn = null, waiting = true;
+    setTimeout(() => { if (waiting) { waiting = false; resolve(null); } }, 60000);  // no answer: say so
     document.addEventListener('keydown', () => { pressed = performance.now(); }, {once: true, capture: true});
     const state = () => document.querySelector('[data-testid="stApp"]').getAttribute('data-test-script-state');
     const tick = () => {
         const now = performance.now();
         if (pressed !== null && drawn === null && end(i) !== before) drawn = now - pressed;
-        if (drawn !== null && state() === 'notRunning') return resolve([drawn / 1000, (now - pressed) / 1000]);
-        requestAnimationFrame(tick);
+        if (drawn !== null && state() === 'notRunning') {
+            waiting = false;
+            return resolve([drawn / 1000, (now - pressed) / 1000]);
+        }
+        if (waiting) requestAnimationFrame(tick);
     };
     requestAnimationFrame(tick);
 }); }""".replace("__END__", END_JS)
@@ -233,7 +237,10 @@ def browser_times(repeats: int) -> tuple[tuple[float, float], tuple[float, float
                         slider.focus()
                         page.evaluate(WATCH_JS, [index, page.evaluate(END_JS, index)])
                         slider.press(key)
-                        answers.append(page.evaluate("() => window.__answer"))
+                        answer = page.evaluate("() => window.__answer")
+                        if answer is None:
+                            raise RuntimeError(f"the {name!r} slider got no answer within 60 s")
+                        answers.append(answer)
                     results.append(tuple(statistics.median(a[k] for a in answers) for k in (0, 1)))
                 browser.close()
         finally:
