@@ -43,95 +43,105 @@ def contour_lines(xs: np.ndarray, ys: np.ndarray, z: np.ndarray, levels: int) ->
     return points[:, 0], points[:, 1]
 
 
-class AnimatedFigure(go.Figure):
-    """A figure whose animation frames are plain dicts, added when it is serialised. plotly validates every trace
-    of every frame when it is built (about 1 ms each): 40 frames would cost half a second on each slider move."""
+class PlainFigure(go.Figure):
+    """A figure written as plotly JSON (`data`, `layout`, `frames`) and serialised as is. Built through plotly's
+    graph objects, every attribute is validated each time: ~22 ms for each of the Playground's two figures, on every
+    slider move. The tests validate these specs once instead (`go.Figure(fig.to_dict())`). Only `to_dict`,
+    `to_plotly_json` and `to_json` see the spec; `fig.data` and `fig.layout` stay empty."""
 
-    def set_raw_frames(self, frames: list[dict[str, Any]]) -> None:
-        object.__setattr__(self, "_raw_frames", frames)
+    def __init__(
+        self, data: list[dict[str, Any]], layout: dict[str, Any], frames: Sequence[dict[str, Any]] = ()
+    ) -> None:
+        super().__init__()
+        object.__setattr__(self, "_spec", {"data": data, "layout": layout, "frames": list(frames)})
 
     def to_dict(self) -> dict[str, Any]:
-        out = super().to_dict()
-        out["frames"] = getattr(self, "_raw_frames", [])
-        return out
+        spec = self._spec  # type: ignore[attr-defined]
+        layout = {"template": _default_template(), **spec["layout"]}  # as go.Figure fills it in (Streamlit's theme)
+        return {"data": spec["data"], "layout": layout, "frames": spec["frames"]}
 
     def to_plotly_json(self) -> dict[str, Any]:
         return self.to_dict()
 
 
-def landscape_figure(landscape: Any, runs: Mapping[str, Any], step: int, frames: int = 25) -> go.Figure:
+def _default_template() -> dict[str, Any]:
+    """The current default template (Streamlit sets its own) as JSON: what go.Figure would put in `layout`."""
+    import plotly.io as pio
+
+    name = pio.templates.default
+    if _TEMPLATE_JSON.get("name") != name:
+        _TEMPLATE_JSON.update(name=name, json=pio.templates[name].to_plotly_json() if name else {})
+    return _TEMPLATE_JSON["json"]
+
+
+_TEMPLATE_JSON: dict[str, Any] = {}
+
+
+def landscape_figure(landscape: Any, runs: Mapping[str, Any], step: int, frames: int = 25) -> PlainFigure:
     """Contours of a 2-D landscape with each optimizer's trajectory (`runs`: label → playground Trajectory) up to
     `step`, a marker at `step`, and a ▶ animation over the whole run (plotly frames, played in the browser)."""
-    xs, ys, z = (t.numpy() for t in landscape.grid(120))
-    shown = np.log10(z - z.min() + 1e-3) if landscape.log_contours else z
-    cx, cy = contour_lines(xs, ys, shown, levels=30)
-    contour = go.Scatter(
-        x=cx.astype(np.float32),
-        y=cy.astype(np.float32),
-        mode="lines",
-        line={"color": "rgba(90, 90, 90, 0.45)", "width": 1},
-        hoverinfo="skip",
-        showlegend=False,
-        name="landscape",
-    )
+    cx, cy = landscape_contours(landscape)
+    contour: dict[str, Any] = {
+        "type": "scatter", "x": typed_array(cx), "y": typed_array(cy), "mode": "lines", "hoverinfo": "skip",
+        "line": {"color": "rgba(90, 90, 90, 0.45)", "width": 1}, "showlegend": False, "name": "landscape",
+    }  # fmt: skip
     colors = list(PALETTE)
-
-    def paths(upto: int) -> list[go.Scatter]:
-        out = []
-        for i, (label, run) in enumerate(runs.items()):
-            pts = run.points[: min(upto, len(run.points) - 1) + 1]
-            out.append(
-                go.Scatter(
-                    x=pts[:, 0],
-                    y=pts[:, 1],
-                    mode="lines",  # a marker per step costs the browser ~0.4 s per redraw
-                    name=label,
-                    line={"color": colors[i % len(colors)], "width": 2},
-                )
-            )
-        return out
-
-    def markers(at: int) -> list[go.Scatter]:
-        out = []
-        for i, run in enumerate(runs.values()):
-            x, y = run.points[min(at, len(run.points) - 1)]
-            ring = {"color": colors[i % len(colors)], "size": 12, "line": {"color": "white", "width": 2}}
-            out.append(go.Scatter(x=[x], y=[y], mode="markers", showlegend=False, hoverinfo="skip", marker=ring))
-        return out
-
-    fig = AnimatedFigure([contour, *paths(step), *markers(step)])
+    paths: list[dict[str, Any]] = [
+        {
+            "type": "scatter",
+            "x": typed_array(run.points[: min(step, len(run.points) - 1) + 1, 0]),
+            "y": typed_array(run.points[: min(step, len(run.points) - 1) + 1, 1]),
+            "mode": "lines",  # a marker per step costs the browser ~0.4 s per redraw
+            "name": label,
+            "line": {"color": colors[i % len(colors)], "width": 2},
+        }
+        for i, (label, run) in enumerate(runs.items())
+    ]
+    markers: list[dict[str, Any]] = []
+    for i, run in enumerate(runs.values()):
+        x, y = run.points[min(step, len(run.points) - 1)]
+        ring = {"color": colors[i % len(colors)], "size": 12, "line": {"color": "white", "width": 2}}
+        markers.append({"type": "scatter", "x": [float(x)], "y": [float(y)], "mode": "markers",
+                        "showlegend": False, "hoverinfo": "skip", "marker": ring})  # fmt: skip
+    data = [contour, *paths, *markers]
     moving = list(range(1, 1 + 2 * len(runs)))  # frames redraw the paths and markers, never the contours
     if landscape.minimum is not None:
-        fig.add_trace(
-            go.Scatter(
-                x=[landscape.minimum[0]], y=[landscape.minimum[1]], mode="markers", name="minimum",
-                marker={"symbol": "star", "size": 14, "color": "gold", "line": {"width": 1}},
-            )
-        )  # fmt: skip
+        data.append({
+            "type": "scatter", "x": [float(landscape.minimum[0])], "y": [float(landscape.minimum[1])],
+            "mode": "markers", "name": "minimum",
+            "marker": {"symbol": "star", "size": 14, "color": "gold", "line": {"width": 1}},
+        })  # fmt: skip
     longest = max((len(run.points) - 1 for run in runs.values()), default=0)
     ticks = sorted({round(longest * k / frames) for k in range(frames + 1)})
 
     def frame(t: int) -> dict[str, Any]:
-        data: list[dict[str, Any]] = []
+        trails: list[dict[str, Any]] = []
         for run in runs.values():
             pts = run.points[: min(t, len(run.points) - 1) + 1]
             if t < ticks[-1]:  # ≤ 60 points while it plays, ending exactly at step t; the last frame in full
                 pts = pts[np.unique(np.linspace(0, len(pts) - 1, 60).round().astype(int))]
-            data.append({"type": "scatter", "x": typed_array(pts[:, 0]), "y": typed_array(pts[:, 1])})
+            trails.append({"type": "scatter", "x": typed_array(pts[:, 0]), "y": typed_array(pts[:, 1])})
         for run in runs.values():
             x, y = run.points[min(t, len(run.points) - 1)]
-            data.append({"type": "scatter", "x": [float(x)], "y": [float(y)]})
-        return {"name": str(t), "traces": moving, "data": data}
+            trails.append({"type": "scatter", "x": [float(x)], "y": [float(y)]})
+        return {"name": str(t), "traces": moving, "data": trails}
 
-    fig.set_raw_frames([frame(t) for t in ticks])
-    fig.update_layout(
-        height=620,
+    play = {
+        "label": "▶ play",
+        "method": "animate",
+        "args": [
+            None,
+            {"frame": {"duration": 60, "redraw": False}, "fromcurrent": False, "transition": {"duration": 0}},
+        ],
+    }
+    layout = {
+        "height": 620,
         # fixed margins: no auto-margin relayout pass; the top one holds three rows of legend (four optimizers)
-        margin={"l": 50, "r": 10, "t": 70, "b": 130, "autoexpand": False},
-        legend={"orientation": "h", "y": 1.01, "yanchor": "bottom", "x": 0, "xanchor": "left"},
-        xaxis={"range": list(landscape.x_range), "title": "x"},
-        yaxis={"range": list(landscape.y_range), "title": "y", "scaleanchor": None},
-        updatemenus=[
+        "margin": {"l": 50, "r": 10, "t": 70, "b": 130, "autoexpand": False},
+        "legend": {"orientation": "h", "y": 1.01, "yanchor": "bottom", "x": 0, "xanchor": "left"},
+        "xaxis": {"range": list(landscape.x_range), "title": {"text": "x"}},
+        "yaxis": {"range": list(landscape.y_range), "title": {"text": "y"}},
+        "updatemenus": [
             {
                 "type": "buttons",
                 "showactive": False,
@@ -140,23 +150,10 @@ def landscape_figure(landscape: Any, runs: Mapping[str, Any], step: int, frames:
                 "xanchor": "left",
                 "yanchor": "top",
                 "pad": {"t": 42},
-                "buttons": [
-                    {
-                        "label": "▶ play",
-                        "method": "animate",
-                        "args": [
-                            None,
-                            {
-                                "frame": {"duration": 60, "redraw": False},
-                                "fromcurrent": False,
-                                "transition": {"duration": 0},
-                            },
-                        ],
-                    }
-                ],
+                "buttons": [play],
             }
         ],
-        sliders=[
+        "sliders": [
             {
                 "active": len(ticks) - 1,
                 "y": -0.02,
@@ -174,37 +171,53 @@ def landscape_figure(landscape: Any, runs: Mapping[str, Any], step: int, frames:
                 ],
             }
         ],
-    )
-    return fig
+    }
+    return PlainFigure(data, layout, [frame(t) for t in ticks])
 
 
-def playground_loss_chart(runs: Mapping[str, Any], step: int, x: str = "step") -> go.Figure:
+def landscape_contours(landscape: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The iso-lines drawn under the trajectories (30 levels of f, or of log10 f for landscapes that span decades),
+    traced on a 120 × 120 grid."""
+    xs, ys, z = (t.numpy() for t in landscape.grid(120))
+    shown = np.log10(z - z.min() + 1e-3) if landscape.log_contours else z
+    return contour_lines(xs, ys, shown, levels=30)
+
+
+def playground_loss_chart(runs: Mapping[str, Any], step: int, x: str = "step") -> PlainFigure:
     """f(θ) against step (or samples, `x="samples"` with each run's `batch`) for each trajectory, log y, with a
     line at `step`."""
-    fig = go.Figure()
+    data: list[dict[str, Any]] = []
     for i, (label, run) in enumerate(runs.items()):
         steps = np.arange(len(run.loss))
-        xs = steps * run.batch if x == "samples" else steps
         loss = np.asarray(run.loss, dtype=float)
-        fig.add_trace(
-            go.Scatter(
-                x=xs,
-                y=np.maximum(loss - min(0.0, float(np.nanmin(loss))), 1e-12),
-                mode="lines",
-                name=label,
-                line={"color": PALETTE[i % len(PALETTE)]},
-            )
-        )
-    fig.add_vline(x=step, line={"color": "#888", "dash": "dot"})
-    fig.update_layout(
-        height=300,
-        margin={"l": 70, "r": 10, "t": 30, "b": 45, "autoexpand": False},  # fixed: no auto-margin relayout pass
-        xaxis_title=x,
-        yaxis_title="f(θ) (shifted ≥ 0)",
-        showlegend=False,  # the contour plot above names the optimizers, in the same colours
-    )
-    fig.update_yaxes(type="log")
-    return fig
+        data.append({
+            "type": "scatter",
+            "x": typed_array(steps * run.batch if x == "samples" else steps),
+            "y": typed_array(np.maximum(loss - min(0.0, float(np.nanmin(loss))), 1e-12)),
+            "mode": "lines",
+            "name": label,
+            "line": {"color": PALETTE[i % len(PALETTE)]},
+        })  # fmt: skip
+    layout = {
+        "height": 300,
+        "margin": {"l": 70, "r": 10, "t": 30, "b": 45, "autoexpand": False},  # fixed: no auto-margin relayout pass
+        "xaxis": {"title": {"text": x}},
+        "yaxis": {"title": {"text": "f(θ) (shifted ≥ 0)"}, "type": "log"},
+        "showlegend": False,  # the contour plot above names the optimizers, in the same colours
+        "shapes": [
+            {
+                "type": "line",
+                "xref": "x",
+                "yref": "paper",
+                "x0": step,
+                "x1": step,
+                "y0": 0,
+                "y1": 1,
+                "line": {"color": "#888", "dash": "dot"},
+            }
+        ],
+    }
+    return PlainFigure(data, layout)
 
 
 def scaling_curves_chart(panels: Mapping[tuple[str, str], Mapping[int, tuple[np.ndarray, np.ndarray]]]) -> go.Figure:

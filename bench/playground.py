@@ -3,13 +3,16 @@
 Side by side, in this one process:
 - **engine, hand-written gradients** (what the Playground does): four trajectories computed from scratch;
 - **engine, autograd gradients**: the same with the gradient from torch.autograd each step, to show the choice;
-- **figure**: building the contour plot with the trajectories and a 25-frame animation;
+- **figure**: building the contour plot with the trajectories and a 25-frame animation, as plotly JSON (what the
+  Playground does) and, beside it, the same figure validated through plotly's graph objects (what it did before);
 - **server**: what one slider move costs in Python: one trajectory again (the others are cached) and the figure.
 Then in headless chromium, against a real Streamlit server:
 - **slider change**: one key press on one optimizer's slider until the new trajectory is drawn (its other three
   trajectories come from the cache); target < 300 ms. Timed inside the page, from the keydown event to the
   animation frame in which the plot holds the new trajectory, so the test driver's own round trips are not
-  counted; also until the whole rerun has finished (the loss chart and internals below, the ~40 controls);
+  counted; also until the whole rerun has finished (the loss chart and internals below, the ~40 controls).
+  Side by side, on a second server and page, the same with no pause after a changed plot
+  (`OPTLAB_PLAYGROUND_DRAW_PAUSE_S=0`), key presses alternating between the two;
 - **noise change**: the same for the gradient-noise slider, which recomputes all four;
 - **plotly redraw, side by side**: plotly.js alone (the copy in the plotly wheel) in a blank chromium page,
   redrawing the Playground's figure as it is drawn now (contour lines traced on the server, fixed margins,
@@ -36,6 +39,7 @@ from typing import Any
 
 import numpy as np
 import plotly
+import plotly.graph_objects as go
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,6 +123,7 @@ def main() -> None:
     auto = timed(lambda: [trajectory(slow, o, steps=500) for o in OPTIMIZERS], args.repeats)
     runs = {str(i): trajectory(land, o, steps=500) for i, o in enumerate(OPTIMIZERS)}
     figure = timed(lambda: landscape_figure(land, runs, 500).to_json(), args.repeats)
+    validated = timed(lambda: go.Figure(landscape_figure(land, runs, 500).to_dict()).to_json(), args.repeats)
 
     def one_slider() -> None:  # what the server does when one optimizer's slider moves (the others are cached)
         runs["1"] = trajectory(land, OPTIMIZERS[1], steps=500)
@@ -134,17 +139,23 @@ def main() -> None:
     figures["now"].append(landscape_figure(land, runs, 500).to_json())
     figures["before"].append(json.dumps(earlier_style(json.loads(figures["now"][1]), land)))
     redraw = plotly_redraw_times(figures, args.repeats)
-    slider, landscape = browser_times(args.repeats)
+    browser = browser_times(args.repeats)
+    (slider, landscape), (slider_np, landscape_np) = browser["pause"], browser["no pause"]
     print(f"\n{'case (4 optimizers × 500 steps)':<48}{'median ms':>10}")
     for name, seconds in (
         ("engine, hand-written gradients", hand),
         ("engine, autograd gradients", auto),
         ("contour figure with 25 animation frames", figure),
+        ("  the same, validated by plotly's graph objects", validated),
         ("server: one optimizer again + figure + JSON", server),
         ("browser: one optimizer's slider → drawn", slider[0]),
         ("browser: … → whole rerun finished", slider[1]),
         ("browser: the noise slider (all four) → drawn", landscape[0]),
         ("browser: … → whole rerun finished", landscape[1]),
+        ("  the same with no pause after the plot: slider", slider_np[0]),
+        ("  … → whole rerun finished", slider_np[1]),
+        ("  … noise slider → drawn", landscape_np[0]),
+        ("  … → whole rerun finished", landscape_np[1]),
         ("plotly.js redraw, figure as drawn now", redraw["now"]),
         ("plotly.js redraw, figure as drawn before", redraw["before"]),
     ):
@@ -206,47 +217,61 @@ def plotly_redraw_times(figures: dict[str, list[str]], repeats: int) -> dict[str
     return out
 
 
-def browser_times(repeats: int) -> tuple[tuple[float, float], tuple[float, float]]:
-    """(trajectory drawn, rerun finished) in seconds, medians, for one optimizer's slider and for the noise slider."""
+def browser_times(repeats: int) -> dict[str, tuple[tuple[float, float], tuple[float, float]]]:
+    """For the Playground as shipped ("pause") and with no pause after a changed plot ("no pause"), each on its own
+    server and page in one chromium, key presses alternating between them: (trajectory drawn, rerun finished) in
+    seconds, medians, for one optimizer's slider and for the noise slider."""
     from playwright.sync_api import sync_playwright
 
-    port = free_port()
+    variants = {"pause": {}, "no pause": {"OPTLAB_PLAYGROUND_DRAW_PAUSE_S": "0"}}
+    servers, ports = [], {}
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp}/bench.db", "REDIS_URL": "redis://127.0.0.1:1/0"}
-        server = subprocess.Popen(
-            [sys.executable, "-m", "app.web", "--server.port", str(port), "--server.headless", "true"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
         try:
-            wait_until_up(f"http://127.0.0.1:{port}/_stcore/health")
+            for name, extra in variants.items():
+                ports[name] = port = free_port()
+                env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp}/{port}.db", "REDIS_URL": "redis://127.0.0.1:1/0"}
+                servers.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "app.web", "--server.port", str(port), "--server.headless", "true"],
+                        cwd=ROOT,
+                        env={**env, **extra},
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                )
+            for port in ports.values():
+                wait_until_up(f"http://127.0.0.1:{port}/_stcore/health")
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-                page = browser.new_page(viewport={"width": 1500, "height": 1300})
-                page.goto(f"http://127.0.0.1:{port}/playground?setup={encode(SETUP)}")
-                page.wait_for_function(END_JS, arg=3, timeout=120_000)
-                page.wait_for_function(READY_JS)
-                results = []
-                for name, index, key in (("momentum", 1, "ArrowLeft"), ("gradient noise σ", 0, "ArrowRight")):
-                    slider = page.get_by_role("slider", name=name).nth(index)  # optimizer 2's momentum
-                    answers = []
+                pages = {}
+                for name, port in ports.items():
+                    pages[name] = page = browser.new_page(viewport={"width": 1500, "height": 1300})
+                    page.goto(f"http://127.0.0.1:{port}/playground?setup={encode(SETUP)}")
+                    page.wait_for_function(END_JS, arg=3, timeout=120_000)
+                    page.wait_for_function(READY_JS)
+                results: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
+                for label, index, key in (("momentum", 1, "ArrowLeft"), ("gradient noise σ", 0, "ArrowRight")):
+                    answers: dict[str, list[list[float]]] = {name: [] for name in variants}
                     for _ in range(repeats):  # one way only: every figure is new (none from the browser's cache)
-                        page.wait_for_timeout(300)
-                        slider.focus()
-                        page.evaluate(WATCH_JS, [index, page.evaluate(END_JS, index)])
-                        slider.press(key)
-                        answer = page.evaluate("() => window.__answer")
-                        if answer is None:
-                            raise RuntimeError(f"the {name!r} slider got no answer within 60 s")
-                        answers.append(answer)
-                    results.append(tuple(statistics.median(a[k] for a in answers) for k in (0, 1)))
+                        for name, page in pages.items():
+                            page.bring_to_front()
+                            page.wait_for_timeout(300)
+                            slider = page.get_by_role("slider", name=label).nth(index)  # optimizer 2's momentum
+                            slider.focus()
+                            page.evaluate(WATCH_JS, [index, page.evaluate(END_JS, index)])
+                            slider.press(key)
+                            answer = page.evaluate("() => window.__answer")
+                            if answer is None:
+                                raise RuntimeError(f"the {label!r} slider got no answer within 60 s")
+                            answers[name].append(answer)
+                    for name in variants:
+                        results[name].append(tuple(statistics.median(a[k] for a in answers[name]) for k in (0, 1)))
                 browser.close()
         finally:
-            server.terminate()
-            server.wait(10)
-    return results[0], results[1]
+            for server in servers:
+                server.terminate()
+                server.wait(10)
+    return {name: (r[0], r[1]) for name, r in results.items()}
 
 
 if __name__ == "__main__":

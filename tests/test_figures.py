@@ -22,6 +22,7 @@ from app.figures import (
 from app.teaching_figures import (
     contour_lines,
     landscape_figure,
+    playground_loss_chart,
     range_test_chart,
     scaling_final_chart,
     state_memory_chart,
@@ -170,6 +171,33 @@ def test_landscape_figure_frames_replay_the_trajectory() -> None:
         )  # downsampled, starts at the start
         assert (x[-1], y[-1]) == pytest.approx(tuple(run.points[t]), rel=1e-6)  # … and ends where step t is
         assert (marker["x"][0], marker["y"][0]) == pytest.approx(tuple(run.points[t]))
+
+
+def test_playground_figures_are_valid_plotly_and_draw_their_data() -> None:
+    """The Playground's figures are written as plotly JSON (no per-move validation), so plotly validates them here:
+    a misspelt attribute, which plotly.js would silently ignore, fails."""
+    import plotly.graph_objects as go
+    import plotly.io as pio
+
+    land = LANDSCAPES["rosenbrock"].build(a=1.0, b=100.0)
+    runs = {
+        "sgd": trajectory(land, {"name": "sgd", "lr": 1e-3}, steps=40, batch=8),
+        "adam": trajectory(land, {"name": "adam", "lr": 0.05}, steps=40),
+    }
+    landscape = landscape_figure(land, runs, step=10).to_dict()
+    loss = playground_loss_chart(runs, step=10, x="samples").to_dict()
+    for spec in (landscape, loss):
+        go.Figure(spec)  # raises on any attribute plotly does not know
+        assert spec["layout"]["template"] == pio.templates[pio.templates.default].to_plotly_json()
+    names = [t.get("name") for t in landscape["data"]]
+    assert names[:3] == ["landscape", "sgd", "adam"] and names[-1] == "minimum"
+    sgd, adam = loss["data"]
+    assert _decode(sgd["x"])[-1] == 40 * 8 and _decode(adam["x"])[-1] == 40  # samples = steps × each run's batch
+    shifted = runs["sgd"].loss - min(0.0, runs["sgd"].loss.min())
+    assert _decode(sgd["y"]) == pytest.approx(np.maximum(shifted, 1e-12), rel=1e-6)
+    assert loss["layout"]["yaxis"]["type"] == "log"
+    (line,) = loss["layout"]["shapes"]
+    assert (line["x0"], line["x1"], line["yref"]) == (10, 10, "paper")  # the dotted line at the chosen step
 
 
 def test_laws_figures_draw_what_they_are_given() -> None:

@@ -27,6 +27,13 @@ class Settings(BaseSettings):
     )
     flush_seconds: float = Field(0.5, gt=0, description="metrics reach the database at least this often")
     flush_steps: int = Field(200, ge=1, description="... or every this many steps, whichever comes first")
+    playground_draw_pause_s: float = Field(
+        0.04,
+        ge=0,
+        le=1,
+        description="the Playground pauses this long after sending a changed plot, so that the browser draws it "
+        "before the ~100 unchanged elements below it arrive",
+    )
 
 
 @lru_cache
