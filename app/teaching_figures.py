@@ -17,8 +17,8 @@ from app.figures import PALETTE
 
 
 def typed_array(values: Any) -> dict[str, str]:
-    """plotly.js's typed-array spec (float32, base64): a frame's coordinates in a quarter of the JSON text that
-    decimal lists take. Frames are added unvalidated (see AnimatedFigure), so plotly does not encode them itself."""
+    """plotly.js's typed-array spec (float32, base64): coordinates in a quarter of the JSON text that decimal lists
+    take. The Playground's figures are plain JSON (see PlainFigure), so plotly does not encode them itself."""
     return {"dtype": "f4", "bdata": base64.b64encode(np.asarray(values, dtype="<f4").tobytes()).decode("ascii")}
 
 
