@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import math
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 import contourpy
@@ -68,13 +69,14 @@ def _default_template() -> dict[str, Any]:
     """The current default template (Streamlit sets its own) as JSON: what go.Figure would put in `layout`."""
     import plotly.io as pio
 
-    name = pio.templates.default
-    if _TEMPLATE_JSON.get("name") != name:
-        _TEMPLATE_JSON.update(name=name, json=pio.templates[name].to_plotly_json() if name else {})
-    return _TEMPLATE_JSON["json"]
+    return _template_json(pio.templates.default)
 
 
-_TEMPLATE_JSON: dict[str, Any] = {}
+@lru_cache
+def _template_json(name: str | None) -> dict[str, Any]:
+    import plotly.io as pio
+
+    return pio.templates[name].to_plotly_json() if name else {}
 
 
 def landscape_figure(landscape: Any, runs: Mapping[str, Any], step: int, frames: int = 25) -> PlainFigure:
