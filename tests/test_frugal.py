@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import torch
 
@@ -111,3 +113,81 @@ def test_state_dict_round_trip_resumes_identically() -> None:
     opt2.load_state_dict(opt.state_dict())
     train(opt2, resumed, 10)
     assert torch.equal(resumed, straight)
+
+
+def test_density_one_stays_adam_across_subspace_refreshes() -> None:
+    """ρ = 1 is Adam for any run length: with T = 3, the 20 steps cross six refreshes, none may reset a moment."""
+    adam = adam_ref(lr=0.05, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, decoupled=True)
+    for projection in ("blockwise", "random"):
+        got = run_vector(lr=0.05, density=1.0, update_gap=3, projection=projection)
+        np.testing.assert_allclose(got, adam, atol=1e-6, err_msg=projection)
+
+
+def test_blockwise_refresh_keeps_the_moments_of_tensors_that_stay() -> None:
+    """Three 4-vectors, density 0.6 (two tensors' worth): the subspaces are {0, 1}, {2, 0}, {1, 2}. Tensor 0 stays
+    across the first refresh and keeps its moments and step count; tensor 1 leaves and comes back fresh."""
+    lr, beta1, beta2, eps, gap = 0.05, 0.9, 0.999, 1e-8, 4
+    curv = [np.linspace(0.5, 2.0, 4), np.linspace(1.0, 3.0, 4), np.linspace(0.2, 1.0, 4)]
+    starts = [np.linspace(1.0, -1.0, 4), np.linspace(-0.5, 0.8, 4), np.linspace(0.3, 0.9, 4)]
+    subspaces = [{0, 1}, {2, 0}, {1, 2}]
+
+    xs = [x.copy() for x in starts]
+    state: dict[int, tuple[np.ndarray, np.ndarray, int]] = {}
+    for step in range(3 * gap):
+        if step % gap == 0:
+            chosen = subspaces[step // gap]
+            state = {i: state.get(i, (np.zeros(4), np.zeros(4), 0)) for i in chosen}
+        for i in range(3):
+            g = curv[i] * xs[i] - 1.0
+            if i in state:
+                m, v, t = state[i]
+                m, v, t = beta1 * m + (1 - beta1) * g, beta2 * v + (1 - beta2) * g * g, t + 1
+                state[i] = (m, v, t)
+                xs[i] = xs[i] - lr * (m / (1 - beta1**t)) / (np.sqrt(v / (1 - beta2**t)) + eps)
+            else:
+                xs[i] = xs[i] - lr * np.sign(g)
+
+    params = [torch.nn.Parameter(torch.tensor(x)) for x in starts]
+    opt = Frugal(params, lr=lr, density=0.6, update_gap=gap, projection="blockwise", betas=(beta1, beta2), eps=eps)
+    ks = [torch.tensor(c) for c in curv]
+    for _ in range(3 * gap):
+        opt.zero_grad()
+        sum((0.5 * k * p * p).sum() - p.sum() for k, p in zip(ks, params, strict=True)).backward()  # type: ignore[union-attr]
+        opt.step()
+    for p, x in zip(params, xs, strict=True):
+        np.testing.assert_allclose(p.detach().numpy(), x, atol=1e-6)
+
+
+def test_random_refresh_keeps_the_moments_of_coordinates_that_stay() -> None:
+    """Random subspaces drawn anew every T steps: a coordinate chosen in two consecutive subspaces keeps its
+    moments and its own step count (bias correction); one that joins starts from zero. The subspaces are read
+    from the optimizer; the update given them is computed by hand."""
+    lr, beta1, beta2, eps, gap, d, steps = 0.05, 0.9, 0.999, 1e-8, 5, 60, 20
+    c, x0 = np.linspace(0.5, 3.0, d), np.linspace(-1.0, 1.0, d)
+    theta = torch.nn.Parameter(torch.tensor(x0))
+    opt = Frugal([theta], lr=lr, density=0.5, update_gap=gap, projection="random", betas=(beta1, beta2), eps=eps)
+    k = torch.tensor(c)
+    masks = []
+    for step in range(steps):
+        opt.zero_grad()
+        ((0.5 * k * theta * theta).sum() - theta.sum()).backward()
+        opt.step()
+        if step % gap == 0:
+            mask = np.zeros(d, dtype=bool)
+            mask[opt.state[theta]["index"].numpy()] = True
+            masks.append(mask)
+    assert any((a & b).any() and (a != b).any() for a, b in itertools.pairwise(masks))
+
+    x, m, v, t = x0.copy(), np.zeros(d), np.zeros(d), np.zeros(d)
+    for step in range(steps):
+        if step % gap == 0:
+            mask = masks[step // gap]
+            m, v, t = np.where(mask, m, 0.0), np.where(mask, v, 0.0), np.where(mask, t, 0)
+        g = c * x - 1.0
+        t = np.where(mask, t + 1, 0)
+        m = np.where(mask, beta1 * m + (1 - beta1) * g, 0.0)
+        v = np.where(mask, beta2 * v + (1 - beta2) * g * g, 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            adam = (m / (1 - beta1**t)) / (np.sqrt(v / (1 - beta2**t)) + eps)
+        x = x - lr * np.where(mask, adam, np.sign(g))
+    np.testing.assert_allclose(theta.detach().numpy(), x, atol=1e-6)

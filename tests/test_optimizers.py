@@ -131,18 +131,17 @@ def adahessian_ref(
 
 
 def lamb_ref(lr: float, beta1: float, beta2: float, eps: float, weight_decay: float) -> np.ndarray:
-    """LAMB (You et al., Algorithm 2) as pytorch-optimizer implements it: decoupled decay first, the second moment
-    not bias-corrected, ‖θ‖ clamped at 10, and ε in the trust ratio's denominator."""
+    """LAMB, You et al. (ICLR 2020) Algorithm 2 by hand: m̂, v̂ bias-corrected, r = m̂/(√v̂ + ε) + λθ,
+    θ ← θ − η·φ(‖θ‖)/‖r‖·r with φ(z) = min(z, 10) (pytorch-optimizer's clamp; the paper leaves φ open)."""
     theta, m, v = THETA0.copy(), np.zeros(6), np.zeros(6)
     for t in range(1, STEPS + 1):
         g = grad(theta)
         m = beta1 * m + (1 - beta1) * g
         v = beta2 * v + (1 - beta2) * g * g
-        theta = theta * (1 - lr * weight_decay)
-        update = m / (np.sqrt(v) + eps)
-        w, u = min(np.linalg.norm(theta), 10.0), np.linalg.norm(update)
-        trust = 1.0 if w == 0 or u == 0 else w / (u + eps)
-        theta = theta - lr / (1 - beta1**t) * trust * update
+        r = (m / (1 - beta1**t)) / (np.sqrt(v / (1 - beta2**t)) + eps) + weight_decay * theta
+        w, u = min(np.linalg.norm(theta), 10.0), np.linalg.norm(r)
+        trust = 1.0 if w == 0 or u == 0 else w / u
+        theta = theta - lr * trust * r
     return theta
 
 
@@ -179,6 +178,7 @@ REFERENCES: list[tuple[str, dict[str, object], Callable[..., np.ndarray]]] = [
     ("adabelief", {"lr": 0.05, "beta1": 0.9, "beta2": 0.999, "eps": 1e-16, "weight_decay": 0.1}, adabelief_ref),
     ("adahessian", {"lr": 0.1, "beta1": 0.9, "beta2": 0.999, "eps": 1e-4, "weight_decay": 0.0, "hessian_power": 1.0}, adahessian_ref),
     ("lamb", {"lr": 0.05, "beta1": 0.9, "beta2": 0.999, "eps": 1e-6, "weight_decay": 0.1}, lamb_ref),
+    ("lamb", {"lr": 0.02, "beta1": 0.8, "beta2": 0.99, "eps": 1e-3, "weight_decay": 0.0}, lamb_ref),
     ("schedulefree-adamw", {"lr": 0.01, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.1, "warmup_steps": 0}, schedulefree_ref),
     ("adahessian", {"lr": 0.1, "beta1": 0.8, "beta2": 0.99, "eps": 1e-4, "weight_decay": 0.1, "hessian_power": 0.5}, adahessian_ref),
 ]  # fmt: skip
@@ -211,6 +211,89 @@ def test_matches_the_papers_update(name: str, hyper: dict[str, object], referenc
 def test_every_optimizer_has_a_reference() -> None:
     elsewhere = {"lars", "muon", "frugal", "onebit-adam", "diloco", "noloco"}  # below, and in their own test files
     assert {name for name, _, _ in REFERENCES} | elsewhere == set(OPTIMIZERS)
+
+
+def test_lamb_moves_each_tensor_by_lr_times_its_clamped_norm_from_the_first_step() -> None:
+    """The trust ratio normalises r, so by the paper every tensor moves by exactly η·min(‖θ‖, 10) at every step,
+    whatever the moments say; a bias correction applied after the ratio would make step 1 ten times longer."""
+    rng = np.random.default_rng(3)
+    w = torch.nn.Parameter(torch.tensor(rng.standard_normal((4, 3)) * 8.0))  # ‖w‖ > 10: the clamp applies
+    b = torch.nn.Parameter(torch.tensor(rng.standard_normal(3)))
+    opt = OPTIMIZERS["lamb"].build([w, b], lr=0.01, beta1=0.9, beta2=0.999, eps=1e-6, weight_decay=0.05)
+    assert w.norm().item() > 10
+    for _ in range(30):
+        before = [w.detach().clone(), b.detach().clone()]
+        opt.zero_grad()
+        ((w.sum(0) - 1.0) ** 2).sum().add((b * torch.arange(3.0, dtype=b.dtype)).sum()).backward()
+        opt.step()
+        for p, old in zip((w, b), before, strict=True):
+            moved = (p.detach() - old).norm().item()
+            assert moved == pytest.approx(0.01 * min(old.norm().item(), 10.0), rel=1e-9)
+
+
+def test_lamb_matches_torch_optimizer_without_decay() -> None:
+    """An independent implementation: torch-optimizer's Lamb (no bias correction, debias=False). Without weight
+    decay the trust ratio cancels any scale of r, so the paper's bias-corrected r and torch-optimizer's
+    uncorrected one give the same step (up to ε, made negligible here)."""
+    import torch_optimizer
+
+    rng = np.random.default_rng(4)
+    start = [rng.standard_normal((3, 5)), rng.standard_normal(5)]
+    target = torch.tensor(rng.standard_normal((3, 5)))
+
+    def train(make: Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]) -> list[np.ndarray]:
+        params = [torch.nn.Parameter(torch.tensor(x)) for x in start]
+        opt = make(params)
+        for _ in range(STEPS):
+            opt.zero_grad()
+            (((params[0] - target) ** 2).sum() + (params[1] ** 4).sum()).backward()
+            opt.step()
+        return [p.detach().numpy() for p in params]
+
+    ours = train(lambda ps: OPTIMIZERS["lamb"].build(ps, lr=0.05, beta1=0.9, beta2=0.99, eps=1e-12, weight_decay=0.0))
+    theirs = train(lambda ps: torch_optimizer.Lamb(ps, lr=0.05, betas=(0.9, 0.99), eps=1e-12, weight_decay=0.0))
+    for a, b in zip(ours, theirs, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-9)
+    assert not np.allclose(ours[0], start[0])
+
+
+def test_adahessian_averages_a_conv_kernels_curvature_over_its_spatial_taps() -> None:
+    """Yao et al. (§3.2, and the authors' optim_adahessian.py): for a conv kernel (out, in, kh, kw) the Hutchinson
+    estimate is |z ⊙ Hz| averaged over kh × kw; a bias keeps its own per coordinate. On ½Σc·w² − Σw the Hessian is
+    diag(c), so for Rademacher z the estimate is c exactly and the whole update can be computed by hand."""
+    lr, beta1, beta2, eps, power = 0.1, 0.9, 0.999, 1e-4, 1.0
+    rng = np.random.default_rng(5)
+    c_w = rng.uniform(0.2, 4.0, (2, 1, 3, 3))  # a different curvature at every tap
+    c_b = np.array([0.5, 3.0])
+    w0, b0 = rng.standard_normal((2, 1, 3, 3)), rng.standard_normal(2)
+
+    def by_hand(averaged: bool) -> tuple[np.ndarray, np.ndarray]:
+        d_w = np.broadcast_to(c_w.mean(axis=(2, 3), keepdims=True), c_w.shape) if averaged else c_w
+        out = []
+        for x, c, d in ((w0, c_w, d_w), (b0, c_b, c_b)):
+            x, m, v = x.copy(), np.zeros_like(x), np.zeros_like(x)
+            for t in range(1, STEPS + 1):
+                g = c * x - 1.0
+                m = beta1 * m + (1 - beta1) * g
+                v = beta2 * v + (1 - beta2) * d * d
+                x = x - lr * (m / (1 - beta1**t)) / ((v / (1 - beta2**t)) ** (power / 2) + eps)
+            out.append(x)
+        return out[0], out[1]
+
+    w, b = torch.nn.Parameter(torch.tensor(w0)), torch.nn.Parameter(torch.tensor(b0))
+    opt = OPTIMIZERS["adahessian"].build(
+        [w, b], lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=0.0, hessian_power=power
+    )
+    cw, cb = torch.tensor(c_w), torch.tensor(c_b)
+    for _ in range(STEPS):
+        opt.zero_grad()
+        (0.5 * (cw * w * w).sum() - w.sum() + 0.5 * (cb * b * b).sum() - b.sum()).backward(create_graph=True)
+        opt.step()
+    expect_w, expect_b = by_hand(averaged=True)
+    np.testing.assert_allclose(w.detach().numpy(), expect_w, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(b.detach().numpy(), expect_b, rtol=0, atol=1e-9)
+    per_tap, _ = by_hand(averaged=False)
+    assert np.abs(per_tap - expect_w).max() > 0.05  # the averaging changes the update materially
 
 
 def test_lars_trust_ratio_on_matrices_plain_momentum_on_vectors() -> None:

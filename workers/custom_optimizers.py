@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
+from pytorch_optimizer import AdaHessian as _AdaHessianBase
 from torch.optim import Optimizer
 
 
@@ -43,6 +44,89 @@ class AdaGradNorm(Optimizer):
                 if p.grad is not None:
                     p.addcdiv_(p.grad, b, value=-group["lr"])
         return loss
+
+
+class Lamb(Optimizer):
+    """LAMB as You et al. (ICLR 2020) give it in Algorithm 2, per tensor:
+
+      m ← β1·m + (1−β1)·g;  v ← β2·v + (1−β2)·g²;  m̂ = m/(1−β1^t);  v̂ = v/(1−β2^t)
+      r = m̂/(√v̂ + ε) + λθ;  θ ← θ − η · φ(‖θ‖)/‖r‖ · r,   φ(z) = min(z, 10), trust ratio 1 if either norm is 0.
+
+    Written here because pytorch-optimizer's `Lamb` (and torch-optimizer's) scale the step by 1/(1−β1^t) after
+    the trust ratio has normalised it (10× the paper's step at t = 1) or drop the bias correction inside r, which
+    changes how the decay λθ weighs against the Adam direction. The step keeps every number on the device (no
+    host sync): each tensor moves by exactly η·φ(‖θ‖).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-6,
+        weight_decay: float = 0.0,
+        clamp: float = 10.0,
+    ) -> None:
+        if lr <= 0 or eps <= 0 or weight_decay < 0 or clamp <= 0 or not all(0 <= b < 1 for b in betas):
+            raise ValueError(f"bad LAMB settings: lr={lr}, betas={betas}, eps={eps}, weight_decay={weight_decay}")
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay, "clamp": clamp})
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            (beta1, beta2), eps, decay = group["betas"], group["eps"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state.update(step=0, exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
+                state["step"] += 1
+                t, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
+                m.mul_(beta1).add_(p.grad, alpha=1 - beta1)
+                v.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+                r = (m / (1 - beta1**t)) / ((v / (1 - beta2**t)).sqrt_().add_(eps))
+                if decay:
+                    r.add_(p, alpha=decay)
+                w, u = p.norm().clamp(max=group["clamp"]), r.norm()
+                trust = torch.where((w > 0) & (u > 0), w / u, torch.ones_like(w))
+                p.sub_(r.mul_(trust * group["lr"]))
+        return loss
+
+
+class AdaHessian(_AdaHessianBase):
+    """pytorch-optimizer's AdaHessian, with the Hutchinson estimate D = z ⊙ Hz averaged as the paper's code does:
+    for a convolution kernel (a tensor of 3 or more dimensions), |D| is averaged over each kernel's spatial
+    dimensions, so all taps of one (output, input) channel pair share one curvature; matrices, vectors and
+    scalars keep D per coordinate (Yao et al., AAAI 2021, §3.2 "spatial averaging"; the authors'
+    `optim_adahessian.py`). The library computes D per coordinate only, so the estimate is made here and handed
+    to its `step(hessian=...)`; the moments, bias correction and update stay the library's."""
+
+    @torch.no_grad()
+    def step(self, closure: Any = None, hessian: list[torch.Tensor] | None = None) -> Any:  # type: ignore[override]
+        if hessian is None:
+            hessian = self.spatially_averaged_hutchinson()
+        return super().step(closure, hessian=hessian)
+
+    def spatially_averaged_hutchinson(self) -> list[torch.Tensor]:
+        """One Rademacher probe z per step: D = z ⊙ (Hz) from the backward graph the loop kept, averaged over a
+        kernel's spatial dimensions; one tensor per parameter in group order (zeros where there is no gradient)."""
+        params = [p for g in self.param_groups for p in g["params"]]
+        live = [p for p in params if p.requires_grad and p.grad is not None and p.grad.requires_grad]
+        estimates = {id(p): torch.zeros_like(p) for p in params}
+        if live:
+            zs = [torch.randint_like(p, 0, 2) * 2.0 - 1.0 for p in live]
+            hzs = torch.autograd.grad([p.grad for p in live], live, grad_outputs=zs, allow_unused=True)  # type: ignore[misc]
+            for p, z, hz in zip(live, zs, hzs, strict=True):
+                d = z * hz if hz is not None else torch.zeros_like(p)
+                if p.ndim >= 3:  # (out, in, *spatial): one value per kernel
+                    d = d.abs().mean(dim=tuple(range(2, p.ndim)), keepdim=True).expand_as(p).contiguous()
+                estimates[id(p)] = d
+        return [estimates[id(p)] for p in params]
 
 
 class Combined:
@@ -117,11 +201,11 @@ def muon_with_adamw(
 class Frugal(Optimizer):
     """FRUGAL (Zmushko et al., ICML 2025): gradient splitting. A state-full Adam on a subspace holding a fraction
     `density` of the parameters, a state-free signSGD (or SGD) on the rest; the subspace changes every
-    `update_gap` steps, when the Adam moments are reset (re-projecting them is the paper's other option).
+    `update_gap` steps. Coordinates that stay state-full across a change keep their moments; new ones start fresh.
 
     Subspaces: `blockwise` takes whole tensors, cycling through the model in order, until `density` of all
     coordinates are covered; `random` takes each coordinate with probability `density`, and stores Adam's
-    moments only for those coordinates (so optimizer memory really is about `density` of Adam's).
+    moments and a step count only for those coordinates (so optimizer memory scales with `density`).
     """
 
     def __init__(
@@ -150,15 +234,27 @@ class Frugal(Optimizer):
         return [p for g in self.param_groups for p in g["params"]]
 
     def _refresh(self) -> None:
-        """Choose the next state-full subspace and reset its Adam state."""
+        """Choose the next state-full subspace. Coordinates that stay in it keep their Adam moments and step count;
+        those that join start from zero with their own bias correction; those that leave drop their state. So
+        density 1 is Adam for any run length, and a refresh never resets what it does not move."""
         params, meta = self._params(), self.param_groups[0]
+        previous = dict(self.state)
         self.state.clear()
         if self.projection == "random":
             for p in params:
                 mask = torch.rand(p.numel(), generator=self.generator) < self.density
                 index = mask.nonzero().squeeze(1).to(p.device)
-                self.state[p] = {"index": index, "step": 0, "exp_avg": p.new_zeros(len(index)),
-                                 "exp_avg_sq": p.new_zeros(len(index))}  # fmt: skip
+                state = {"index": index, "step": torch.zeros(len(index), dtype=torch.int32, device=p.device),
+                         "exp_avg": p.new_zeros(len(index)), "exp_avg_sq": p.new_zeros(len(index))}  # fmt: skip
+                old = previous.get(p)
+                if old and old["index"] is not None and len(old["index"]):
+                    slot = torch.full((p.numel(),), -1, dtype=torch.long, device=p.device)
+                    slot[old["index"]] = torch.arange(len(old["index"]), device=p.device)
+                    source = slot[index]
+                    stays = source >= 0
+                    for key in ("step", "exp_avg", "exp_avg_sq"):
+                        state[key][stays] = old[key][source[stays]]
+                self.state[p] = state
             return
         budget, total = self.density * sum(p.numel() for p in params), 0
         cursor = meta["frugal_cursor"]
@@ -166,12 +262,18 @@ class Frugal(Optimizer):
             if total >= budget or budget == 0:
                 break
             p = params[(cursor + k) % len(params)]
-            self.state[p] = {
-                "index": None,
-                "step": 0,
-                "exp_avg": torch.zeros_like(p),
-                "exp_avg_sq": torch.zeros_like(p),
-            }
+            old = previous.get(p)
+            kept = old is not None and old.get("index", 0) is None
+            self.state[p] = (
+                old
+                if kept
+                else {  # type: ignore[assignment]
+                    "index": None,
+                    "step": 0,
+                    "exp_avg": torch.zeros_like(p),
+                    "exp_avg_sq": torch.zeros_like(p),
+                }
+            )
             total += p.numel()
             meta["frugal_cursor"] = (cursor + k + 1) % len(params)
 
@@ -198,8 +300,10 @@ class Frugal(Optimizer):
                 if state:
                     index = state["index"]
                     full = g if index is None else g[index]
-                    state["step"] += 1
+                    state["step"] += 1  # an int for whole tensors, one count per coordinate for random ones
                     m, v, t = state["exp_avg"].view(-1), state["exp_avg_sq"].view(-1), state["step"]
+                    if isinstance(t, torch.Tensor):
+                        t = t.to(m.dtype)
                     m.mul_(beta1).add_(full, alpha=1 - beta1)
                     v.mul_(beta2).addcmul_(full, full, value=1 - beta2)
                     update = (m / (1 - beta1**t)) / ((v / (1 - beta2**t)).sqrt() + eps)
@@ -362,7 +466,10 @@ class OneBitAdam(Optimizer):
       worker k: m_k = β1·m + (1−β1)·g_k;  c_k = C(m_k + e_k);  e_k ← m_k + e_k − c_k
       server:   a = mean_k c_k;  m = C(a + e_s);  e_s ← a + e_s − m;      θ ← θ − η·m/(√v̂* + ε)
     with C(x) = (‖x‖₂/√n)·sign(x) per tensor and sign(0) = +1. The loop hands the K gradients in `worker_grads`
-    (K × d, the model's parameters flattened in order); used on its own, the summed `.grad`s act as one worker.
+    (K × d, the model's parameters flattened in order) and each worker's share of the batch in `worker_weights`
+    (K, summing to 1); used on its own, the summed `.grad`s act as one worker. Every average over workers ("mean")
+    is weighted by those shares — the all-reduce of workers whose batches differ in size — so the warm-up's
+    gradient is the whole batch's, the one the loop logs; with equal shares it is the plain mean of the paper.
     """
 
     def __init__(
@@ -377,6 +484,7 @@ class OneBitAdam(Optimizer):
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
         self.workers, self.freeze_step = workers, freeze_step
         self.worker_grads: torch.Tensor | None = None
+        self.worker_weights: torch.Tensor | None = None
         self.last_metrics: dict[str, torch.Tensor] = {}
 
     def _params(self) -> list[torch.Tensor]:
@@ -401,7 +509,10 @@ class OneBitAdam(Optimizer):
         grads = self.worker_grads
         if grads is None:
             grads = torch.cat([p.grad.reshape(-1) for p in params])[None, :]  # type: ignore[union-attr]
-        self.worker_grads = None
+        weights = self.worker_weights
+        if weights is None:
+            weights = grads.new_full((grads.shape[0],), 1.0 / grads.shape[0])
+        self.worker_grads = self.worker_weights = None
         group = self.param_groups[0]
         lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
         state = self.state[params[0]]
@@ -411,7 +522,7 @@ class OneBitAdam(Optimizer):
                          e_workers=grads.new_zeros(k, d), e_server=grads.new_zeros(d))  # fmt: skip
         state["step"] += 1
         t, m = state["step"], state["m"]
-        mean = grads.mean(0)
+        mean = weights @ grads  # the whole batch's gradient
         uncompressed = beta1 * m + (1 - beta1) * mean
         if t <= self.freeze_step:
             m.copy_(uncompressed)
@@ -425,7 +536,7 @@ class OneBitAdam(Optimizer):
             local = beta1 * m[None, :] + (1 - beta1) * grads + e
             sent = self._compress(local, sizes)
             e.copy_(local - sent)
-            a = sent.mean(0) + e_s
+            a = weights @ sent + e_s
             m.copy_(self._compress(a, sizes))
             e_s.copy_(a - m)
             update = m / (state["v_frozen"].sqrt() + eps)

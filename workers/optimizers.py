@@ -108,9 +108,9 @@ def _adabelief(
 def _lamb(
     params: Iterable[torch.Tensor], lr: float, beta1: float, beta2: float, eps: float, weight_decay: float
 ) -> Any:
-    import pytorch_optimizer as po
+    from workers.custom_optimizers import Lamb
 
-    return po.Lamb(params, lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay, weight_decouple=True)
+    return Lamb(params, lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay)
 
 
 def _lars(
@@ -148,9 +148,9 @@ def _adahessian(
     params: Iterable[torch.Tensor], lr: float, beta1: float, beta2: float, eps: float, weight_decay: float,
     hessian_power: float,
 ) -> Any:  # fmt: skip
-    import pytorch_optimizer as po
+    from workers.custom_optimizers import AdaHessian
 
-    return po.AdaHessian(
+    return AdaHessian(
         params, lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay, hessian_power=hessian_power
     )
 
@@ -354,14 +354,17 @@ _ENTRIES: Sequence[Entry] = [
     ),
     Entry(
         "lamb",
-        "LAMB: Adam's step rescaled per layer by the trust ratio ‖θ‖/‖update‖, for large batches.",
+        "LAMB: Adam's step rescaled per layer by the trust ratio ‖θ‖/‖update‖, for large batches. Convention: "
+        "the paper's Algorithm 2 — both moments bias-corrected inside the update r, the decay λθ added to r before "
+        "the ratio, so every tensor moves by exactly η·φ(‖θ‖) with φ clamping ‖θ‖ at 10 (pytorch-optimizer's "
+        "default instead scales the step by 1/(1−β1^t) after the ratio: 10× at step 1).",
         "You et al., Large Batch Optimization for Deep Learning, ICLR 2020, arXiv:1904.00962",
         (
             _lr(1e-3),
             _BETA1,
             _BETA2,
             Param("eps", "float", 1e-6, "denominator stability", gt=0.0, log=True),
-            _wd(0.01, "decoupled weight decay"),
+            _wd(0.01, "λ: decay added to the update r, inside the trust ratio"),
         ),
         _lamb,
     ),
@@ -418,7 +421,9 @@ _ENTRIES: Sequence[Entry] = [
     Entry(
         "frugal",
         "FRUGAL: Adam (with state) on a subspace holding `density` of the parameters, state-free signSGD or "
-        "SGD on the rest; the subspace changes every update_gap steps. Optimizer memory scales with density.",
+        "SGD on the rest; the subspace changes every update_gap steps. Optimizer memory scales with density. "
+        "Convention: at a change, coordinates that stay in the subspace keep their moments and step count, new ones "
+        "start from zero (the paper also discusses re-projecting), so density 1 is Adam for any run length.",
         "Zmushko, Beznosikov, Takáč & Horváth, FRUGAL, ICML 2025, arXiv:2411.07837",
         (
             _lr(1e-3),
@@ -430,7 +435,13 @@ _ENTRIES: Sequence[Entry] = [
                 ge=0.0,
                 le=1.0,
             ),
-            Param("update_gap", "int", 200, "T: steps between subspace changes (moments reset then)", ge=1),
+            Param(
+                "update_gap",
+                "int",
+                200,
+                "T: steps between subspace changes (coordinates that stay keep their moments)",
+                ge=1,
+            ),
             Param(
                 "projection",
                 "choice",
@@ -488,7 +499,9 @@ _ENTRIES: Sequence[Entry] = [
     Entry(
         "adahessian",
         "AdaHessian: Adam whose second moment is the Hutchinson estimate of the Hessian diagonal (one "
-        "Hessian-vector product per step: the loop keeps the backward graph).",
+        "Hessian-vector product per step: the loop keeps the backward graph). Convention: as in the paper's code, "
+        "a convolution kernel's estimate is |D| averaged over its spatial taps (one curvature per channel pair); "
+        "matrices and vectors keep theirs per coordinate.",
         "Yao et al., ADAHESSIAN, AAAI 2021, arXiv:2006.00719",
         (
             _lr(0.15),
@@ -513,7 +526,7 @@ RULES = {
     "signsgd": "m ← β·m + (1−β)g;  θ ← θ(1 − ηλ) − η·sign(m)",
     "lion": "c ← β1·m + (1−β1)g;  θ ← θ(1 − ηλ) − η·sign(c);  m ← β2·m + (1−β2)g",
     "adabelief": "m as Adam;  s ← β2·s + (1−β2)(g − m)² + ε;  θ ← θ − η·m̂/(√ŝ + ε)",
-    "lamb": "u = m̂/(√v + ε) per layer;  θ ← θ − η·(φ(‖θ‖)/‖u‖)·u  (trust ratio; φ clamps ‖θ‖ at 10)",
+    "lamb": "r = m̂/(√v̂ + ε) + λθ per tensor;  θ ← θ − η·(φ(‖θ‖)/‖r‖)·r  (trust ratio; φ clamps ‖θ‖ at 10)",
     "lars": "r = γ‖θ‖/(‖g‖ + λ‖θ‖) per weight matrix;  v ← μv + r(g + λθ);  θ ← θ − ηv",
     "muon": "B ← μB + G;  O ≈ UVᵀ of B by 5 Newton–Schulz steps;  W ← W − η·s·O  (hidden matrices; AdamW on the rest)",
     "schedulefree-adamw": "y = (1−β1)z + β1x;  z ← z − γ(g(y)/(√v̂ + ε) + λy);  x ← (1 − 1/t)x + z/t",
@@ -521,7 +534,8 @@ RULES = {
     "onebit-adam": "warm-up: Adam;  then c_k = C(β1m + (1−β1)g_k + e_k), m = C(mean c_k + e_s), θ ← θ − ηm/(√v̂* + ε)",
     "diloco": "every H rounds: Δ = θ − mean_k θ_k;  m ← μm + Δ;  θ ← θ − α(Δ + μm);  θ_k ← θ",
     "noloco": "groups G of n: m_k ← μm_k + α·mean_G(φ − θ̃) + α(mean_G θ̃ − θ̃_k);  θ̃_k ← θ̃_k + m_k;  φ_k ← θ̃_k",
-    "adahessian": "D = z ⊙ (Hz), z Rademacher;  v ← β2·v + (1−β2)D²;  θ ← θ − η·m̂/(v̂^(k/2) + ε)",
+    "adahessian": "D = z ⊙ (Hz), z Rademacher; conv kernels: D̄ = mean of |D| over each kernel's spatial taps;  "
+    "v ← β2·v + (1−β2)D̄²;  θ ← θ − η·m̂/(v̂^(k/2) + ε)",
 }
 
 OPTIMIZERS = Registry("optimizer", _ENTRIES, RULES)

@@ -140,12 +140,16 @@ def evaluate(problem: Problem) -> dict[str, torch.Tensor]:
 def _worker_gradients(
     problem: Problem, flat: FlatParams, optimizer: Any, x: torch.Tensor, y: torch.Tensor
 ) -> torch.Tensor:
-    """Split the batch among the optimizer's workers; leave each worker's gradient in `optimizer.worker_grads`
-    and their example-weighted average (the whole batch's gradient) in the parameters' `.grad`."""
+    """Split the batch among the optimizer's workers; leave each worker's gradient in `optimizer.worker_grads`,
+    each worker's share of the batch in `optimizer.worker_weights`, and the share-weighted average (the whole
+    batch's gradient, the one the optimizer averages too) in the parameters' `.grad`."""
     xs, ys = x.tensor_split(optimizer.workers), y.tensor_split(optimizer.workers)
     grads = torch.empty(len(xs), flat.numel, device=x.device, dtype=flat.grad.dtype)
     total = torch.zeros((), device=x.device)
     for k, (xk, yk) in enumerate(zip(xs, ys, strict=True)):
+        if len(xk) == 0:  # more workers than examples: this one has no share (weight 0) this step
+            grads[k].zero_()
+            continue
         flat.zero_grad()
         loss = problem.loss_fn(problem.model(xk), yk)
         loss.backward()
@@ -153,7 +157,7 @@ def _worker_gradients(
         total += loss.detach() * len(xk)
     weights = torch.tensor([len(xk) / len(x) for xk in xs], device=x.device, dtype=grads.dtype)
     flat.grad.copy_(weights @ grads)
-    optimizer.worker_grads = grads
+    optimizer.worker_grads, optimizer.worker_weights = grads, weights
     return total / len(x)
 
 
