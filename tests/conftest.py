@@ -22,7 +22,7 @@ from db.migrate import upgrade  # noqa: E402
 from db.store import Store  # noqa: E402
 from workers.settings import get_settings  # noqa: E402
 
-HEARTBEAT_TIMEOUT_S = 4.0
+HEARTBEAT_TIMEOUT_S = 10.0  # generous: a busy machine delays a worker's flushes (and heartbeats) by seconds
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -44,6 +44,34 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):  # ty
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+# Counts the Streamlit reruns the page has finished (the app's script state leaving "running"), from the page's
+# first load: a test can wait for the rerun an edit caused instead of sleeping and hoping it has started.
+COUNT_RERUNS_JS = """
+window.__optlabReruns = 0;
+new MutationObserver((records) => {
+  for (const r of records) {
+    if (r.attributeName === 'data-test-script-state' && r.oldValue === 'running'
+        && r.target.getAttribute('data-test-script-state') !== 'running') window.__optlabReruns += 1;
+  }
+}).observe(document, {subtree: true, attributes: true, attributeOldValue: true,
+                      attributeFilter: ['data-test-script-state']});
+"""
+IDLE_JS = """() => document.querySelector('[data-testid="stApp"]')?.getAttribute('data-test-script-state')
+    === 'notRunning'"""
+
+
+def reruns(page) -> int:  # type: ignore[no-untyped-def]
+    """How many reruns the page has finished so far (see COUNT_RERUNS_JS)."""
+    return int(page.evaluate("window.__optlabReruns || 0"))
+
+
+def settle(page, before: int) -> None:  # type: ignore[no-untyped-def]
+    """Wait until a rerun that started after `before = reruns(page)` was read has finished and the app is idle:
+    an edit's rerun, however slowly a busy machine starts it. Edits that land while a rerun is still drawing the
+    form can make Streamlit reset number inputs to 0 (as in streamlit#9056), so tests edit one field at a time."""
+    page.wait_for_function(f"() => (window.__optlabReruns || 0) > {before} && ({IDLE_JS})()", timeout=120_000)
 
 
 def reset_database(url: str) -> None:
@@ -96,7 +124,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stdout=subprocess.DEVNULL,
     )  # fmt: skip
     url = f"redis://127.0.0.1:{port}/0"
-    wait_for(lambda: redis_answers(url), 10, "redis-server")
+    wait_for(lambda: redis_answers(url), 60, "redis-server")
     yield url
     process.terminate()
     process.wait(10)
@@ -158,7 +186,7 @@ class Worker:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "workers"], cwd=ROOT, env=stack.env, stdout=self.log, stderr=subprocess.STDOUT
         )
-        wait_for(lambda: " ready." in self.log_path.read_text() or self._died(), 60, f"{name} to start")
+        wait_for(lambda: " ready." in self.log_path.read_text() or self._died(), 120, f"{name} to start")
 
     def _died(self) -> bool:
         if self.process.poll() is not None:
@@ -215,7 +243,7 @@ def ui_url(stack: Stack) -> Iterator[str]:
         except OSError:
             return False
 
-    wait_for(healthy, 60, "streamlit")
+    wait_for(healthy, 120, "streamlit")
     yield url
     process.terminate()
     process.wait(20)
@@ -247,7 +275,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
 def page(browser, request: pytest.FixtureRequest) -> Iterator:  # type: ignore[no-untyped-def]
     context = browser.new_context(viewport={"width": 1500, "height": 1100}, accept_downloads=True)
     page = context.new_page()
-    page.set_default_timeout(30_000)
+    page.add_init_script(COUNT_RERUNS_JS)
+    page.set_default_timeout(60_000)
     yield page
     report = getattr(request.node, "report_call", None)
     if report is not None and report.failed:  # keep what the browser showed, for the CI log

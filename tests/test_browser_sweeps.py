@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import Stack, wait_for
-from tests.test_browser import set_number, settle
+from tests.conftest import IDLE_JS, Stack, reruns, settle, wait_for
+from tests.test_browser import set_number
 
 pytestmark = [pytest.mark.browser, pytest.mark.live_worker]
 
@@ -21,23 +21,23 @@ def traces(page) -> list[dict]:  # type: ignore[no-untyped-def,type-arg]
 def test_build_a_sweep_watch_it_and_see_the_heatmap_and_bands(stack: Stack, worker, ui_url: str, page) -> None:  # type: ignore[no-untyped-def]
     page.goto(f"{ui_url}/sweeps")
     page.get_by_text("No sweeps yet").wait_for()
-    page.wait_for_timeout(1000)  # the first run of the page has settled
+    page.wait_for_function(IDLE_JS)  # the first run of the page has settled
+    before = reruns(page)
     page.get_by_role("radio", name="New sweep").click()
+    settle(page, before)
     page.get_by_text("Swept fields").wait_for()
     set_number(page, "steps", "80")
     set_number(page, "eval_every", "40")
     for label, text in (("Values 1", "0.003, 0.03"), ("Values 2", "16, 64"), ("Values 3", "0, 1")):
+        before = reruns(page)
         page.get_by_label(label).fill(text)
         page.get_by_label(label).press("Enter")
-        settle(page)
-    queue = page.get_by_role("button", name="Queue 8 runs")
-    queue.wait_for()
-    page.wait_for_timeout(500)  # the last edit's rerun
-    queue.click()
+        settle(page, before)
+    page.get_by_role("button", name="Queue 8 runs").click()
 
-    page.get_by_text("of 8 runs finished").wait_for(timeout=30_000)  # the view switched to the new sweep
-    page.get_by_text("8 of 8 runs finished").wait_for(timeout=120_000)
-    wait_for(lambda: any(t["type"] == "heatmap" for t in traces(page)), 30, "the heatmap")
+    page.get_by_text("of 8 runs finished").wait_for(timeout=60_000)  # the view switched to the new sweep
+    page.get_by_text("8 of 8 runs finished").wait_for(timeout=300_000)
+    wait_for(lambda: any(t["type"] == "heatmap" for t in traces(page)), 60, "the heatmap")
     runs = stack.store.list_runs()
     assert len(runs) == 8 and all(r.status == "completed" for r in runs)
     assert {(r.spec["optimizer"]["lr"], r.spec["batch"]["size"], r.spec["seed"]) for r in runs} == {
@@ -45,11 +45,11 @@ def test_build_a_sweep_watch_it_and_see_the_heatmap_and_bands(stack: Stack, work
     }
     # The page redraws its analysis once the watcher sees the last run finish; until then the heatmap on screen is
     # the one drawn while runs were still going (fewer runs per cell).
-    wait_for(lambda: page.get_by_text("n=2").count() >= 4, 30, "every heatmap cell averaging two seeds")
+    wait_for(lambda: page.get_by_text("n=2").count() >= 4, 60, "every heatmap cell averaging two seeds")
 
     page.get_by_role("link", name="Compare its curves").click()
     page.get_by_text("Compare runs").wait_for()
-    wait_for(lambda: sum(1 for t in traces(page) if t["name"].endswith(" raw")) == 8, 30, "eight raw curves")
+    wait_for(lambda: sum(1 for t in traces(page) if t["name"].endswith(" raw")) == 8, 60, "eight raw curves")
     page.get_by_role("combobox", name="Group by").click()
     page.get_by_role("option", name="lr", exact=True).click()
     page.get_by_role("combobox", name="Group by").click()
@@ -62,4 +62,4 @@ def test_build_a_sweep_watch_it_and_see_the_heatmap_and_bands(stack: Stack, work
         lines = [t for t in found if t["type"] == "scatter" and t["fill"] != "toself"]
         return len(bands) == 4 and len(lines) == 4 and all(t["name"].endswith("(2 runs)") for t in lines)
 
-    wait_for(grouped, 30, "four groups of two seeds, each with a band")
+    wait_for(grouped, 60, "four groups of two seeds, each with a band")

@@ -72,7 +72,7 @@ def test_cancel_from_the_cli(stack: Stack, worker) -> None:  # type: ignore[no-u
     running_with_progress(stack, run_id)
     result = stack.cli("cancel", str(run_id))
     assert result.returncode == 0 and "cancel requested" in result.stdout
-    assert finished(stack, run_id, timeout=10) == "cancelled"
+    assert finished(stack, run_id) == "cancelled"
 
 
 def test_list_prints_each_registry(stack: Stack) -> None:

@@ -135,7 +135,7 @@ def test_a_worker_stops_a_hopeless_run_and_says_why_then_rerun_queues_it_again(s
     def done() -> bool:
         return all(r.status not in ("queued", "running") for r in stack.store.list_runs(sweep_id=sweep_id))
 
-    wait_for(done, 120, "the sweep to finish")
+    wait_for(done, 300, "the sweep to finish")
     good, hopeless = (stack.store.get_run(r.id) for r in runs)
     assert good is not None and good.status == "completed"
     assert hopeless is not None and hopeless.status == "stopped", hopeless
@@ -148,5 +148,5 @@ def test_a_worker_stops_a_hopeless_run_and_says_why_then_rerun_queues_it_again(s
 
     assert rerun(stack.store, [good.id, hopeless.id]) == [hopeless.id]  # only what did not complete
     assert stack.store.get_run(hopeless.id).status in ("queued", "running", "stopped")  # type: ignore[union-attr]
-    wait_for(done, 120, "the re-run to finish")
+    wait_for(done, 300, "the re-run to finish")
     assert stack.store.get_run(hopeless.id).status == "stopped"  # type: ignore[union-attr]

@@ -54,7 +54,7 @@ def test_make_run_brings_everything_up_and_ctrl_c_stops_it(tmp_path: Path) -> No
         if make.poll() is None:
             os.killpg(make.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         make.wait(60)
-    wait_for(lambda: not redis_answers(redis_url), 10, "redis to stop")
+    wait_for(lambda: not redis_answers(redis_url), 60, "redis to stop")
     assert not http_ok(f"http://127.0.0.1:{port}/_stcore/health")
     leftover = subprocess.run(["pgrep", "-f", f"--server.port {port}"], capture_output=True, text=True)
     assert leftover.stdout.strip() == "", "the UI outlived Ctrl-C"

@@ -23,12 +23,23 @@ def test_lifecycle_queued_running_completed(store: Store) -> None:
     assert store.get_run(run_id).status == "completed"  # type: ignore[union-attr]
 
 
+def went_silent(store: Store, run_id: int, seconds: float) -> None:
+    """Move a run's last heartbeat `seconds` into the past: staleness without sleeping, so a slow machine cannot
+    make a live run look stale or a stale one look live."""
+    from sqlalchemy import update
+
+    from db.tables import Run
+
+    with store.session() as s:
+        s.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=time.time() - seconds))
+
+
 def test_claim_is_exclusive_until_the_heartbeat_goes_stale(store: Store) -> None:
     run_id = store.create_run("r", SPEC)
     assert store.claim(run_id, "w1", "cpu", stale_after=30) is not None
     assert store.claim(run_id, "w2", "cpu", stale_after=30) is None  # a live worker holds it
-    time.sleep(0.2)
-    again = store.claim(run_id, "w2", "cpu", stale_after=0.1)  # a redelivered message after w1 went silent
+    went_silent(store, run_id, seconds=60)
+    again = store.claim(run_id, "w2", "cpu", stale_after=30)  # a redelivered message after w1 went silent
     assert again is not None and again.worker == "w2"
 
 
@@ -90,9 +101,9 @@ def test_lost_runs_are_marked_failed_with_a_reason(store: Store) -> None:
     a, b = store.create_run("a", SPEC), store.create_run("b", SPEC)
     store.claim(a, "w", "cpu", stale_after=30)
     store.claim(b, "w", "cpu", stale_after=30)
-    time.sleep(0.3)
+    went_silent(store, a, seconds=60)
     store.record(b, [])  # b's worker is alive
-    assert store.mark_lost_runs(stale_after=0.2) == [a]
+    assert store.mark_lost_runs(stale_after=30) == [a]
     lost = store.get_run(a)
     assert lost is not None and lost.status == "failed" and "heartbeat" in (lost.error or "")
     assert store.get_run(b).status == "running"  # type: ignore[union-attr]
