@@ -1,4 +1,4 @@
-"""Command line: `python -m app.cli {submit,status,cancel,export,list}`.
+"""Command line: `python -m app.cli {submit,sweep,status,cancel,export,user,list}`.
 
 Exit codes: 0 success; 1 the run failed, diverged or was cancelled (`submit --wait`), or the queue is down;
 2 bad input (an invalid spec names each offending field; nothing is queued).
@@ -199,6 +199,72 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _password(args: argparse.Namespace) -> str:
+    """A new password: from stdin with --password-stdin (scripts), else asked twice at the terminal."""
+    import getpass
+
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("password: ")
+    if first != getpass.getpass("again: "):
+        print("error: password: the two entries differ", file=sys.stderr)
+        raise SystemExit(2)
+    return first
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    """Accounts, managed by whoever can reach the database (the server's admin): add, passwd, role, remove, list."""
+    from app.accounts import ROLES, hash_password
+    from db.store import Conflict
+
+    store = _store()
+    if args.action == "list":
+        for u in store.list_users():
+            limits = ", ".join(
+                f"{k}={v:g}" for k, v in (("running", u.max_running), ("queued", u.max_queued),
+                                           ("gpu_h/week", u.gpu_hours_per_week)) if v is not None
+            )  # fmt: skip
+            print(f"{u.id:>4}  {u.name:<24} {u.role:<7} share={u.share:g}" + (f"  {limits}" if limits else ""))
+        return 0
+    if args.name is None:
+        print(f"error: name: `user {args.action}` needs an account name", file=sys.stderr)
+        return 2
+    user = store.get_user(name=args.name)
+    if args.action == "add":
+        role = args.role or "member"
+        if role not in ROLES:
+            print(f"error: role: one of {', '.join(ROLES)}, not {role!r}", file=sys.stderr)
+            return 2
+        try:
+            hashed = None if args.no_password else hash_password(_password(args))
+            store.create_user(args.name, role, hashed, email=args.email)
+        except (ValueError, Conflict) as exc:
+            print(f"error: {'name' if isinstance(exc, Conflict) else 'password'}: {exc}", file=sys.stderr)
+            return 2
+        print(f"added {args.name} ({role})")
+        return 0
+    if user is None:
+        print(f"error: name: no account {args.name!r}", file=sys.stderr)
+        return 2
+    if args.action == "passwd":
+        try:
+            store.update_user(user.id, password_hash=hash_password(_password(args)))
+        except ValueError as exc:
+            print(f"error: password: {exc}", file=sys.stderr)
+            return 2
+        print(f"password of {args.name} changed")
+    elif args.action == "role":
+        if args.role not in ROLES:
+            print(f"error: role: one of {', '.join(ROLES)}", file=sys.stderr)
+            return 2
+        store.update_user(user.id, role=args.role)
+        print(f"{args.name} is now {args.role}")
+    elif args.action == "remove":
+        store.remove_user(user.id)
+        print(f"removed {args.name} (their runs stay, without an owner)")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="python -m app.cli", description="Optimizer Lab from the command line.")
     sub = root.add_subparsers(dest="command", required=True)
@@ -237,6 +303,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--target-metric", default="loss", help="the metric --target applies to (default: loss)")
     p.add_argument("-o", "--output", required=True, help="FILE.csv or FILE.parquet")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("user", help="manage accounts: add, passwd, role, remove, list")
+    p.add_argument("action", choices=("add", "passwd", "role", "remove", "list"))
+    p.add_argument("name", nargs="?", help="the account's name")
+    p.add_argument("role", nargs="?", help="with `role` (and optionally `add`): admin, member or viewer")
+    p.add_argument("--email", help="with add: the e-mail an OpenID Connect login maps to this account")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    p.add_argument("--no-password", action="store_true", help="with add: an account that logs in only by OIDC")
+    p.set_defaults(func=cmd_user)
 
     p = sub.add_parser("list", help="print a registry: name, description, paper, defaults")
     p.add_argument("what", choices=REGISTRY_NAMES)

@@ -31,7 +31,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from db.engine import get_engine
-from db.tables import MetricValue, PackedCurve, Run, Sweep
+from db.tables import ApiToken, MetricValue, PackedCurve, Run, Sweep, User
 
 ACTIVE = ("queued", "running")
 FINISHED = ("completed", "failed", "diverged", "cancelled", "stopped")
@@ -55,6 +55,8 @@ class RunInfo:
     cancel_requested: bool
     error: str | None
     sweep_id: int | None = None
+    owner_id: int | None = None
+    priority: int = 0
 
     @property
     def steps(self) -> int:
@@ -84,17 +86,64 @@ class SweepInfo:
     name: str
     spec: dict[str, Any]
     created_at: float
+    owner_id: int | None = None
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    """An account as the app sees it: never its password hash."""
+
+    id: int
+    name: str
+    role: str
+    email: str | None
+    created_at: float
+    share: float = 1.0
+    max_running: int | None = None
+    max_queued: int | None = None
+    gpu_hours_per_week: float | None = None
+    has_password: bool = False
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    id: int
+    user_id: int
+    name: str
+    prefix: str
+    created_at: float
+    last_used_at: float | None
+    expires_at: float | None
+    revoked_at: float | None
 
 
 def _info(row: Run) -> RunInfo:
     return RunInfo(
         row.id, row.name, row.status, dict(row.spec), row.created_at, row.started_at, row.finished_at,
         row.heartbeat_at, row.worker, row.device, row.progress, row.cancel_requested, row.error, row.sweep_id,
+        row.owner_id, row.priority or 0,
     )  # fmt: skip
 
 
 def _sweep(row: Sweep) -> SweepInfo:
-    return SweepInfo(row.id, row.name, dict(row.spec), row.created_at)
+    return SweepInfo(row.id, row.name, dict(row.spec), row.created_at, row.owner_id)
+
+
+def _user(row: User) -> UserInfo:
+    return UserInfo(
+        row.id, row.name, row.role, row.email, row.created_at, row.share, row.max_running, row.max_queued,
+        row.gpu_hours_per_week, row.password_hash is not None,
+    )  # fmt: skip
+
+
+def _token(row: ApiToken) -> TokenInfo:
+    return TokenInfo(
+        row.id, row.user_id, row.name, row.prefix, row.created_at, row.last_used_at, row.expires_at, row.revoked_at
+    )
+
+
+class Conflict(ValueError):
+    """A name (or e-mail) that must be unique is taken."""
 
 
 def higher_is_better(metric: str) -> bool:
@@ -126,9 +175,9 @@ class Store:
 
     # --- runs ---------------------------------------------------------------------------------------------
 
-    def create_sweep(self, name: str, spec: Mapping[str, Any]) -> int:
+    def create_sweep(self, name: str, spec: Mapping[str, Any], owner_id: int | None = None) -> int:
         with self.session() as s:
-            row = Sweep(name=name, spec=dict(spec), created_at=time.time())
+            row = Sweep(name=name, spec=dict(spec), created_at=time.time(), owner_id=owner_id)
             s.add(row)
             s.flush()
             return row.id
@@ -153,7 +202,10 @@ class Store:
                     out.setdefault(sweep_id, {})[status] = count
             return out
 
-    def create_run(self, name: str, spec: Mapping[str, Any], sweep_id: int | None = None) -> int:
+    def create_run(
+        self, name: str, spec: Mapping[str, Any], sweep_id: int | None = None, owner_id: int | None = None,
+        priority: int = 0,
+    ) -> int:  # fmt: skip
         with self.session() as s:
             row = Run(
                 name=name,
@@ -162,6 +214,8 @@ class Store:
                 created_at=time.time(),
                 progress=0,
                 sweep_id=sweep_id,
+                owner_id=owner_id,
+                priority=priority,
             )
             row.cancel_requested = False
             s.add(row)
@@ -174,12 +228,15 @@ class Store:
             return _info(row) if row else None
 
     def list_runs(
-        self, statuses: Sequence[str] | None = None, ids: Sequence[int] | None = None, sweep_id: int | None = None
-    ) -> list[RunInfo]:
+        self, statuses: Sequence[str] | None = None, ids: Sequence[int] | None = None, sweep_id: int | None = None,
+        owner_id: int | None = None,
+    ) -> list[RunInfo]:  # fmt: skip
         """Newest first."""
         query = select(Run).order_by(Run.id.desc())
         if sweep_id is not None:
             query = query.where(Run.sweep_id == sweep_id)
+        if owner_id is not None:
+            query = query.where(Run.owner_id == owner_id)
         if statuses:
             query = query.where(Run.status.in_(statuses))
         if ids is not None:
@@ -312,6 +369,124 @@ class Store:
                 for run_id in lost:
                     self._pack(s, run_id)
             return lost
+
+    # --- accounts -----------------------------------------------------------------------------------------
+
+    def create_user(self, name: str, role: str, password_hash: str | None = None, email: str | None = None) -> int:
+        """A new account; `Conflict` if the name or e-mail is taken."""
+        from sqlalchemy.exc import IntegrityError
+
+        try:
+            with self.session() as s:
+                row = User(name=name, role=role, password_hash=password_hash, email=email, created_at=time.time())
+                row.share = 1.0
+                s.add(row)
+                s.flush()
+                return row.id
+        except IntegrityError:
+            raise Conflict(f"an account named {name!r} (or with that e-mail) already exists") from None
+
+    def get_user(
+        self, user_id: int | None = None, name: str | None = None, email: str | None = None
+    ) -> UserInfo | None:
+        query = select(User)
+        if user_id is not None:
+            query = query.where(User.id == user_id)
+        elif name is not None:
+            query = query.where(User.name == name)
+        elif email is not None:
+            query = query.where(User.email == email)
+        else:
+            return None
+        with self.session() as s:
+            row = s.scalars(query).first()
+            return _user(row) if row else None
+
+    def password_hash(self, name: str) -> tuple[UserInfo, str] | None:
+        """The account and its stored hash, for logging in; None for an unknown name or one without a password."""
+        with self.session() as s:
+            row = s.scalars(select(User).where(User.name == name)).first()
+            if row is None or row.password_hash is None:
+                return None
+            return _user(row), row.password_hash
+
+    def list_users(self) -> list[UserInfo]:
+        with self.session() as s:
+            return [_user(row) for row in s.scalars(select(User).order_by(User.name))]
+
+    def count_users(self, role: str | None = None) -> int:
+        query = select(func.count()).select_from(User)
+        if role is not None:
+            query = query.where(User.role == role)
+        with self.engine.connect() as conn:
+            return int(conn.scalar(query) or 0)
+
+    def update_user(self, user_id: int, **values: Any) -> bool:
+        """Change an account's role, password hash, share or limits; False if there is no such account."""
+        allowed = {"role", "password_hash", "email", "share", "max_running", "max_queued", "gpu_hours_per_week"}
+        unknown = set(values) - allowed
+        if unknown:
+            raise ValueError(f"cannot change {sorted(unknown)}")
+        with self.session() as s:
+            result = s.execute(update(User).where(User.id == user_id).values(**values))
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def remove_user(self, user_id: int) -> bool:
+        """Delete an account and its tokens; its runs and sweeps stay, without an owner."""
+        with self.session() as s:
+            s.execute(delete(ApiToken).where(ApiToken.user_id == user_id))
+            s.execute(update(Run).where(Run.owner_id == user_id).values(owner_id=None))
+            s.execute(update(Sweep).where(Sweep.owner_id == user_id).values(owner_id=None))
+            result = s.execute(delete(User).where(User.id == user_id))
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def create_token(self, user_id: int, name: str, prefix: str, digest: str, expires_at: float | None = None) -> int:
+        with self.session() as s:
+            row = ApiToken(user_id=user_id, name=name, prefix=prefix, digest=digest, created_at=time.time(),
+                           expires_at=expires_at)  # fmt: skip
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def list_tokens(self, user_id: int) -> list[TokenInfo]:
+        """The user's tokens that are not revoked, newest first."""
+        query = select(ApiToken).where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))
+        with self.session() as s:
+            return [_token(row) for row in s.scalars(query.order_by(ApiToken.id.desc()))]
+
+    def token_candidates(self, prefix: str) -> list[tuple[TokenInfo, str]]:
+        """Live (unrevoked, unexpired) tokens with this prefix, each with its digest, for the caller to compare."""
+        now = time.time()
+        query = select(ApiToken).where(
+            ApiToken.prefix == prefix,
+            ApiToken.revoked_at.is_(None),
+            or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > now),
+        )
+        with self.session() as s:
+            return [(_token(row), row.digest) for row in s.scalars(query)]
+
+    def touch_token(self, token_id: int) -> None:
+        with self.session() as s:
+            s.execute(update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=time.time()))
+
+    def revoke_token(self, token_id: int, user_id: int | None = None) -> bool:
+        """Revoke a token (only the user's own, when `user_id` is given); False if there was none to revoke."""
+        query = update(ApiToken).where(ApiToken.id == token_id, ApiToken.revoked_at.is_(None))
+        if user_id is not None:
+            query = query.where(ApiToken.user_id == user_id)
+        with self.session() as s:
+            return bool(s.execute(query.values(revoked_at=time.time())).rowcount)  # type: ignore[attr-defined]
+
+    def active_counts(self, owner_id: int) -> dict[str, int]:
+        """How many of the user's runs are queued and running now."""
+        query = (
+            select(Run.status, func.count())
+            .where(Run.owner_id == owner_id, Run.status.in_(ACTIVE))
+            .group_by(Run.status)
+        )
+        with self.engine.connect() as conn:
+            counts = {status: int(n) for status, n in conn.execute(query)}
+        return {status: counts.get(status, 0) for status in ACTIVE}
 
     # --- metrics ------------------------------------------------------------------------------------------
 

@@ -10,6 +10,42 @@ class Base(DeclarativeBase):
     pass
 
 
+class User(Base):
+    """An account. `role` is admin, member or viewer; `password_hash` is an argon2 hash (NULL for an account that
+    logs in only through the lab's OpenID Connect provider). Limits are NULL when unlimited; `share` weighs the
+    user in fair-share dispatch (twice the share, twice the GPU time when everyone is waiting)."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    email: Mapped[str | None] = mapped_column(String(255), unique=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    share: Mapped[float] = mapped_column(Float, default=1.0)
+    max_running: Mapped[int | None] = mapped_column(Integer)
+    max_queued: Mapped[int | None] = mapped_column(Integer)
+    gpu_hours_per_week: Mapped[float | None] = mapped_column(Float)
+
+
+class ApiToken(Base):
+    """A personal API token. The token is shown once; the database keeps a short prefix (to find it) and the
+    SHA-256 digest of the whole token (compared in constant time)."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    prefix: Mapped[str] = mapped_column(String(16), index=True)
+    digest: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Float)
+    last_used_at: Mapped[float | None] = mapped_column(Float)
+    expires_at: Mapped[float | None] = mapped_column(Float)
+    revoked_at: Mapped[float | None] = mapped_column(Float)
+
+
 class Sweep(Base):
     __tablename__ = "sweeps"
 
@@ -17,6 +53,7 @@ class Sweep(Base):
     name: Mapped[str] = mapped_column(String(200))
     spec: Mapped[dict] = mapped_column(JSON)
     created_at: Mapped[float] = mapped_column(Float)
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
 
 
 class Run(Base):
@@ -36,6 +73,8 @@ class Run(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     error: Mapped[str | None] = mapped_column(Text)
     sweep_id: Mapped[int | None] = mapped_column(ForeignKey("sweeps.id", ondelete="SET NULL"), index=True)
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
+    priority: Mapped[int] = mapped_column(Integer, default=0)  # within its owner's queue: higher goes first
 
 
 class MetricValue(Base):

@@ -9,7 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="OPTLAB_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="OPTLAB_", extra="ignore", env_file=".env")
 
     database_url: str = Field(
         "sqlite:///data/optlab.db",
@@ -27,6 +27,14 @@ class Settings(BaseSettings):
     )
     flush_seconds: float = Field(0.5, gt=0, description="metrics reach the database at least this often")
     flush_steps: int = Field(200, ge=1, description="... or every this many steps, whichever comes first")
+    auth: bool = Field(
+        False,
+        description="require a login (local accounts, or the lab's OpenID Connect provider) for every page, "
+        "download and API call; off, everyone acts as the one local admin",
+    )
+    session_hours: float = Field(12.0, gt=0, description="a login lasts this long")
+    admin_user: str | None = Field(None, description="on first start with auth on: create this admin account")
+    admin_password: str | None = Field(None, description="... with this password (then remove it from the env)")
     playground_draw_pause_s: float = Field(
         0.04,
         ge=0,

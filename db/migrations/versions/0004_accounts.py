@@ -1,0 +1,67 @@
+"""Accounts: users with roles and limits, personal API tokens, and an owner and a priority on every run and sweep.
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-12-02
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0004"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "users",
+        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+        sa.Column("name", sa.String(64), nullable=False, unique=True),
+        sa.Column("role", sa.String(16), nullable=False),
+        sa.Column("password_hash", sa.String(255)),
+        sa.Column("email", sa.String(255), unique=True),
+        sa.Column("created_at", sa.Float(), nullable=False),
+        sa.Column("share", sa.Float(), nullable=False, server_default="1"),
+        sa.Column("max_running", sa.Integer()),
+        sa.Column("max_queued", sa.Integer()),
+        sa.Column("gpu_hours_per_week", sa.Float()),
+    )
+    op.create_table(
+        "api_tokens",
+        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+        sa.Column("user_id", sa.Integer(), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("name", sa.String(100), nullable=False),
+        sa.Column("prefix", sa.String(16), nullable=False),
+        sa.Column("digest", sa.String(64), nullable=False),
+        sa.Column("created_at", sa.Float(), nullable=False),
+        sa.Column("last_used_at", sa.Float()),
+        sa.Column("expires_at", sa.Float()),
+        sa.Column("revoked_at", sa.Float()),
+    )
+    op.create_index("ix_api_tokens_user_id", "api_tokens", ["user_id"])
+    op.create_index("ix_api_tokens_prefix", "api_tokens", ["prefix"])
+    with op.batch_alter_table("runs") as batch:
+        batch.add_column(sa.Column("owner_id", sa.Integer(), nullable=True))
+        batch.add_column(sa.Column("priority", sa.Integer(), nullable=False, server_default="0"))
+        batch.create_foreign_key("fk_runs_owner_id_users", "users", ["owner_id"], ["id"], ondelete="SET NULL")
+        batch.create_index("ix_runs_owner_id", ["owner_id"])
+    with op.batch_alter_table("sweeps") as batch:
+        batch.add_column(sa.Column("owner_id", sa.Integer(), nullable=True))
+        batch.create_foreign_key("fk_sweeps_owner_id_users", "users", ["owner_id"], ["id"], ondelete="SET NULL")
+        batch.create_index("ix_sweeps_owner_id", ["owner_id"])
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("sweeps") as batch:
+        batch.drop_index("ix_sweeps_owner_id")
+        batch.drop_constraint("fk_sweeps_owner_id_users", type_="foreignkey")
+        batch.drop_column("owner_id")
+    with op.batch_alter_table("runs") as batch:
+        batch.drop_index("ix_runs_owner_id")
+        batch.drop_constraint("fk_runs_owner_id_users", type_="foreignkey")
+        batch.drop_column("priority")
+        batch.drop_column("owner_id")
+    op.drop_table("api_tokens")
+    op.drop_table("users")
