@@ -7,6 +7,7 @@ Exit codes: 0 success; 1 the run failed, diverged or was cancelled (`submit --wa
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -55,13 +56,31 @@ def _parse(path: str, what: str, parse: Callable[[str], T]) -> T:
         raise SystemExit(2) from None
 
 
+def _owner(store: Store) -> int:
+    """Whom a run submitted from this machine belongs to: the account named by OPTLAB_USER, else the local
+    admin. (Whoever can open the database is its administrator; people use the UI or `--server` with a token.)"""
+    from app.accounts import local_principal
+
+    name = os.environ.get("OPTLAB_USER")
+    if name:
+        user = store.get_user(name=name)
+        if user is None:
+            print(f"error: OPTLAB_USER: no account {name!r} (python -m app.cli user list)", file=sys.stderr)
+            raise SystemExit(2)
+        return user.id
+    return local_principal(store).id
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
-    from workers.celery_app import QueueUnavailable, submit
+    from workers.celery_app import QueueUnavailable, QuotaExceeded, submit
 
     spec = _parse(args.spec, "spec", load_spec)
     store = _store()
     try:
-        run_id = submit(store, spec)
+        run_id = submit(store, spec, owner_id=_owner(store))
+    except QuotaExceeded as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except QueueUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -72,7 +91,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from workers.celery_app import QueueUnavailable, submit_sweep
+    from workers.celery_app import QueueUnavailable, QuotaExceeded, submit_sweep
     from workers.spec import RunSpec
     from workers.sweep import SweepSpec, build, load_sweep
 
@@ -88,7 +107,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return 0
     store = _store()
     try:
-        sweep_id = submit_sweep(store, sweep.name, sweep.model_dump(mode="json"), specs)
+        sweep_id = submit_sweep(store, sweep.name, sweep.model_dump(mode="json"), specs, owner_id=_owner(store))
+    except QuotaExceeded as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except QueueUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -488,6 +488,25 @@ class Store:
             counts = {status: int(n) for status, n in conn.execute(query)}
         return {status: counts.get(status, 0) for status in ACTIVE}
 
+    def gpu_hours_by_owner(self, since: float = 0.0) -> dict[int | None, float]:
+        """Per owner: GPU-hours of runs trained on a GPU since `since` (the part of each run after it; a running
+        run counts up to now)."""
+        now = time.time()
+        query = select(Run.owner_id, Run.started_at, Run.finished_at).where(
+            Run.device.like("cuda%"),
+            Run.started_at.is_not(None),
+            or_(Run.finished_at.is_(None), Run.finished_at > since),
+        )
+        per: dict[int | None, float] = {}
+        with self.engine.connect() as conn:
+            for owner, started, finished in conn.execute(query):
+                seconds = max(0.0, (finished or now) - max(started or now, since))
+                per[owner] = per.get(owner, 0.0) + seconds / 3600.0
+        return per
+
+    def gpu_hours(self, owner_id: int, since: float = 0.0) -> float:
+        return self.gpu_hours_by_owner(since).get(owner_id, 0.0)
+
     # --- metrics ------------------------------------------------------------------------------------------
 
     def record(self, run_id: int, rows: Sequence[tuple[int, str, float]]) -> bool:

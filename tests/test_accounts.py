@@ -120,3 +120,46 @@ def test_cli_user_commands(stack: Stack) -> None:
     assert stack.cli("user", "remove", "alice").returncode == 0
     missing = stack.cli("user", "remove", "alice")
     assert missing.returncode == 2 and "no account" in missing.stderr
+
+
+def test_quotas_refuse_a_submission_with_the_limit_named_and_queue_nothing(stack: Stack) -> None:
+    from workers.celery_app import QuotaExceeded, submit, submit_sweep
+    from workers.spec import parse_spec
+
+    store = stack.store
+    alice = store.create_user("alice", "member")
+    store.update_user(alice, max_queued=2, gpu_hours_per_week=1.0)
+    spec = parse_spec({"task": "quadratic", "optimizer": "sgd", "steps": 5})
+    submit(store, spec, owner_id=alice)
+    submit(store, spec, owner_id=alice)
+    with pytest.raises(QuotaExceeded, match="quota: alice may have 2 runs queued at once; 2 are queued"):
+        submit(store, spec, owner_id=alice)
+    with pytest.raises(QuotaExceeded):
+        submit_sweep(store, "s", {"name": "s"}, [spec], owner_id=alice)
+    assert len(store.list_runs(owner_id=alice)) == 2 and store.list_sweeps() == []
+    submit(store, spec)  # someone else (no owner) is not limited by alice's quota
+
+    store.update_user(alice, max_queued=None)
+    used = store.create_run("gpu", {"steps": 1}, owner_id=alice)
+    assert store.claim(used, "w", "cuda:0", stale_after=30) is not None
+    from sqlalchemy import update
+
+    from db.tables import Run
+
+    with store.session() as s:  # it started two hours ago
+        s.execute(update(Run).where(Run.id == used).values(started_at=time.time() - 2 * 3600))
+    assert store.gpu_hours(alice, since=time.time() - 7 * 86400) == pytest.approx(2.0, abs=0.01)
+    gpu = parse_spec({"task": "quadratic", "optimizer": "sgd", "steps": 5, "device": "cuda"})
+    with pytest.raises(QuotaExceeded, match=r"used 2\.0 of 1 GPU-hours"):
+        submit(store, gpu, owner_id=alice)
+    submit(store, spec, owner_id=alice)  # CPU runs are still allowed
+
+
+def test_cli_submit_over_quota_exits_2_and_queues_nothing(stack: Stack) -> None:
+    alice = stack.store.create_user("alice", "member")
+    stack.store.update_user(alice, max_queued=0)
+    result = stack.cli("submit", "-", stdin="task: quadratic\noptimizer: sgd\nsteps: 5\n", OPTLAB_USER="alice")
+    assert result.returncode == 2 and "error: quota: alice may have 0 runs queued" in result.stderr
+    assert stack.store.list_runs() == []
+    unknown = stack.cli("submit", "-", stdin="task: quadratic\noptimizer: sgd\n", OPTLAB_USER="nobody")
+    assert unknown.returncode == 2 and "OPTLAB_USER" in unknown.stderr

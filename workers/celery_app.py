@@ -6,6 +6,7 @@ with a GPU consumes `cuda,auto`; a worker without one consumes `cpu,auto` (see w
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,12 +42,44 @@ class QueueUnavailable(RuntimeError):
     pass
 
 
-def submit(store: Store, spec: RunSpec, sweep_id: int | None = None) -> int:
-    """Record the run as queued, then send its id to the queue for its device.
+class QuotaExceeded(ValueError):
+    """A submission over its owner's limits; nothing was queued. The message names the limit."""
 
-    If the broker cannot be reached the run is marked failed with the reason (never left queued forever).
+
+WEEK_S = 7 * 24 * 3600.0
+
+
+def check_quota(store: Store, owner_id: int | None, runs: Sequence[RunSpec]) -> None:
+    """Refuse (QuotaExceeded) a submission of `runs` that would take their owner over a limit an admin set:
+    runs queued at once, or GPU-hours in the last 7 days (for runs that need a GPU)."""
+    user = store.get_user(user_id=owner_id) if owner_id is not None else None
+    if user is None:
+        return
+    if user.max_queued is not None:
+        queued = store.active_counts(user.id)["queued"]
+        if queued + len(runs) > user.max_queued:
+            raise QuotaExceeded(
+                f"quota: {user.name} may have {user.max_queued} runs queued at once; {queued} are queued and this "
+                f"adds {len(runs)} (nothing was queued; ask an admin to raise the limit)"
+            )
+    if user.gpu_hours_per_week is not None and any(r.device == "cuda" for r in runs):
+        used = store.gpu_hours(user.id, since=time.time() - WEEK_S)
+        if used >= user.gpu_hours_per_week:
+            raise QuotaExceeded(
+                f"quota: {user.name} has used {used:.1f} of {user.gpu_hours_per_week:g} GPU-hours in the last 7 "
+                "days (nothing was queued; CPU runs are still allowed)"
+            )
+
+
+def submit(store: Store, spec: RunSpec, sweep_id: int | None = None, owner_id: int | None = None) -> int:
+    """Record the run as queued (owned by `owner_id`), then send its id to the queue for its device.
+
+    Over its owner's quota it raises QuotaExceeded and records nothing. If the broker cannot be reached the run
+    is marked failed with the reason (never left queued forever).
     """
-    run_id = store.create_run(spec.name, spec.model_dump(mode="json"), sweep_id)
+    if sweep_id is None:
+        check_quota(store, owner_id, [spec])
+    run_id = store.create_run(spec.name, spec.model_dump(mode="json"), sweep_id, owner_id=owner_id)
     enqueue(store, run_id, spec.device)
     return run_id
 
@@ -61,11 +94,15 @@ def enqueue(store: Store, run_id: int, device: str) -> None:
         raise QueueUnavailable(message) from exc
 
 
-def submit_sweep(store: Store, name: str, spec: dict[str, Any], runs: Sequence[RunSpec]) -> int:
-    """Record the sweep and queue its runs (already expanded and validated). Returns the sweep id."""
-    sweep_id = store.create_sweep(name, spec)
+def submit_sweep(
+    store: Store, name: str, spec: dict[str, Any], runs: Sequence[RunSpec], owner_id: int | None = None
+) -> int:
+    """Record the sweep and queue its runs (already expanded and validated), all or none by quota. Returns the
+    sweep id."""
+    check_quota(store, owner_id, runs)
+    sweep_id = store.create_sweep(name, spec, owner_id=owner_id)
     for run in runs:
-        submit(store, run, sweep_id)
+        submit(store, run, sweep_id, owner_id=owner_id)
     return sweep_id
 
 
