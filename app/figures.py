@@ -59,19 +59,32 @@ def schedule_preview(
     return fig
 
 
+MODEBAR_PX = 36  # room for plotly's toolbar: a ~26 px row at the top right of the figure (shown on hover), 2 px down
+# Its buttons a live line chart does without, so that the rest fit one row above the title of a narrow chart.
+MODEBAR_REMOVE = ("zoomIn2d", "zoomOut2d", "autoScale2d", "select2d", "lasso2d")
+
+
 def metric_chart(
     frame: pd.DataFrame,
     metrics: Sequence[str],
     labels: Mapping[int, str],
     *,
     log_y: bool = False,
+    y_from_zero: bool = False,
     max_points: int = 2000,
     title: str | None = None,
 ) -> go.Figure:
-    """One line per (run, metric) from long rows (run_id, step, metric, value), downsampled per curve."""
+    """One line per (run, metric) from long rows (run_id, step, metric, value), downsampled per curve.
+
+    `y_from_zero` (a linear axis, e.g. the learning rate) spans the y-axis explicitly from 0 to just above the data,
+    so a constant series is drawn at its value: plotly's autorange puts one at the middle of a unit-wide axis. The
+    title sits below the toolbar, whose buttons (zoom, pan, reset, download) fit one row on a narrow chart, so the
+    toolbar never covers the title.
+    """
     fig = go.Figure()
     dashes = ("solid", "dot", "dash")
     run_ids = list(labels)
+    drawn: list[np.ndarray] = []
     for r, run_id in enumerate(run_ids):
         rows = frame[frame["run_id"] == run_id]
         for m, metric in enumerate(metrics):
@@ -79,6 +92,7 @@ def metric_chart(
             if series.empty:
                 continue
             x, y = downsample_minmax(series["step"].to_numpy(), series["value"].to_numpy(), max_points)
+            drawn.append(y)
             name = labels[run_id] if len(metrics) == 1 else f"{labels[run_id]} · {LABELS.get(metric, metric)}"
             fig.add_trace(
                 go.Scatter(
@@ -87,13 +101,37 @@ def metric_chart(
                 )
             )  # fmt: skip
     fig.update_layout(
-        title={"text": title or " / ".join(LABELS.get(m, m) for m in metrics), "font": {"size": 14}},
-        xaxis_title="step", height=320, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        title={"text": title or " / ".join(LABELS.get(m, m) for m in metrics), "font": {"size": 14},
+               "yref": "container", "y": 1, "yanchor": "top", "pad": {"t": MODEBAR_PX}},
+        xaxis_title="step", height=340, margin={"l": 10, "r": 10, "t": MODEBAR_PX + 30, "b": 10},
         legend={"orientation": "h", "y": -0.25}, uirevision="keep",  # zoom survives live refreshes
+        modebar={"remove": list(MODEBAR_REMOVE)},
     )  # fmt: skip
     if log_y:
         fig.update_yaxes(type="log")
+    elif y_from_zero:
+        fig.update_yaxes(range=zero_based_range(np.concatenate(drawn) if drawn else np.empty(0)))
     return fig
+
+
+def zero_based_range(values: np.ndarray, pad: float = 0.08) -> list[float]:
+    """A linear axis range from 0 (or the lowest value, if negative) to the highest value (or 0), padded by `pad`
+    of the span at the open end(s); [0, 1] when there is nothing finite or everything is 0."""
+    finite = values[np.isfinite(values)]
+    low, high = (min(0.0, float(finite.min())), max(0.0, float(finite.max()))) if len(finite) else (0.0, 0.0)
+    if high == low:
+        return [0.0, 1.0]
+    span = high - low
+    return [low - pad * span if low < 0 else 0.0, high + pad * span if high > 0 else 0.0]
+
+
+def complete_step(rows: pd.DataFrame, metrics: Sequence[str], cursor: int = 0) -> int:
+    """The last step through which one run's `rows` (long rows after `cursor`) hold every one of `metrics`: the
+    smallest of their last steps; `cursor` when one of them has no row yet. Charts cut there all end at one step."""
+    last = rows[rows["metric"].isin(metrics)].groupby("metric")["step"].max()
+    if len(last) < len(set(metrics)):
+        return cursor
+    return max(cursor, int(last.min()))
 
 
 @dataclass(frozen=True)

@@ -223,3 +223,32 @@ def test_laws_figures_draw_what_they_are_given() -> None:
     fig = state_memory_chart({"adamw": 2048.0, "sgd": 0.0, "lion": 1024.0}, parameter_bytes=1024.0)
     assert list(fig.data[0].y) == ["sgd", "lion", "adamw"] and list(fig.data[0].x) == [0, 1, 2]  # KiB, smallest first
     assert list(fig.data[0].text) == ["0.0× params", "1.0× params", "2.0× params"]
+
+
+def test_a_constant_learning_rate_is_drawn_at_its_value_below_a_clear_title() -> None:
+    from app.figures import MODEBAR_PX
+
+    frame = pd.DataFrame({"run_id": 1, "step": np.arange(1, 101), "metric": "lr", "value": 3e-4})
+    fig = metric_chart(frame, ["lr"], {1: "#1 wsd"}, y_from_zero=True, title="Learning rate")
+    low, high = fig.layout.yaxis.range
+    assert low == 0 and 3e-4 < high < 4e-4  # the flat stretch near the top, not a line on 0 of a −1…1 axis
+    ramp = frame.assign(value=np.linspace(0, 1e-3, 100))
+    assert metric_chart(ramp, ["lr"], {1: "#1"}, y_from_zero=True).layout.yaxis.range[1] == pytest.approx(1.08e-3)
+    assert metric_chart(frame.iloc[:0], ["lr"], {1: "#1"}, y_from_zero=True).layout.yaxis.range == (0, 1)
+    # the title starts below the toolbar's row, inside the top margin
+    title = fig.layout.title
+    assert (title.yref, title.y, title.yanchor) == ("container", 1, "top") and title.pad.t >= MODEBAR_PX >= 26
+    assert fig.layout.margin.t >= title.pad.t + title.font.size + 10
+    assert {"zoomIn2d", "zoomOut2d", "select2d", "lasso2d"} <= set(fig.layout.modebar.remove)  # one row when narrow
+
+
+def test_complete_step_is_where_every_per_step_metric_has_arrived() -> None:
+    from app.figures import complete_step
+
+    rows = pd.DataFrame(
+        {"run_id": 1, "step": [1, 2, 3, 1, 2, 1, 2, 3, 3],
+         "metric": ["loss", "loss", "loss", "lr", "lr", "grad_l2", "grad_l2", "grad_l2", "val_loss"], "value": 1.0}
+    )  # fmt: skip
+    assert complete_step(rows, ["loss", "grad_l2", "lr"]) == 2  # lr has reached step 2 only
+    assert complete_step(rows[rows.metric != "lr"], ["loss", "grad_l2", "lr"], cursor=5) == 5  # no lr yet: stay
+    assert complete_step(rows, ["loss", "grad_l2"]) == 3

@@ -10,31 +10,42 @@ import pandas as pd
 import streamlit as st
 
 from app.export import csv_bytes
-from app.figures import metric_chart
+from app.figures import complete_step, metric_chart
 from app.ui import fmt_age, fmt_seconds, get_store, reap_lost_runs, run_label
 from db.store import ACTIVE, RunInfo, Store
 
 REFRESH_SECONDS = 1.0
-CHARTS = (
+CHARTS = (  # title, metrics, log y
     ("Loss", ("loss", "val_loss"), True),
     ("Gradient norm", ("grad_l2",), True),
     ("Learning rate", ("lr",), False),
 )
+PER_STEP = ("loss", "grad_l2", "lr")  # logged at every step (val_loss only every eval_every steps)
 
+st.title("Live")  # first: drawn before the database is opened (migrated on the first visit) and queried
 store = get_store()
 reap_lost_runs(store)
-st.title("Live")
 
 
 def fetch_new(store: Store, run_ids: list[int]) -> pd.DataFrame:
-    """Append rows newer than each run's cursor to the session's cache and return the whole cache."""
+    """Append rows newer than each run's cursor to the session's cache and return the whole cache.
+
+    A run's cursor is the last step through which it holds every per-step metric (`complete_step`); rows past it
+    are left for the next refresh, which fetches from the cursor again. So the cache, and the three charts drawn
+    from it, end at the same step for every metric.
+    """
     cache: dict[int, pd.DataFrame] = st.session_state.setdefault("live_rows", {})
-    cursors = {rid: int(cache[rid]["step"].max()) for rid in run_ids if rid in cache and len(cache[rid])}
-    fresh = store.metrics(run_ids, names=[m for _, names, _ in CHARTS for m in names], after=cursors)
-    for rid, rows in fresh.groupby("run_id"):
-        cache[int(rid)] = pd.concat([cache[int(rid)], rows]) if int(rid) in cache else rows  # type: ignore[call-overload]
+    cursors: dict[int, int] = st.session_state.setdefault("live_cursors", {})
+    names = [m for _, metrics, _ in CHARTS for m in metrics]
+    fresh = store.metrics(run_ids, names=names, after={rid: cursors[rid] for rid in run_ids if rid in cursors})
+    for key, rows in fresh.groupby("run_id"):
+        rid = int(key)  # type: ignore[call-overload]
+        upto = complete_step(rows, PER_STEP, cursors.get(rid, 0))
+        rows = rows[rows["step"] <= upto]
+        cache[rid] = pd.concat([cache[rid], rows]) if rid in cache and rid in cursors else rows
+        cursors[rid] = upto
     frames = [cache[rid] for rid in run_ids if rid in cache]
-    return pd.concat(frames) if frames else fresh
+    return pd.concat(frames) if frames else fresh.iloc[:0]
 
 
 def progress_line(run: RunInfo) -> None:
@@ -99,8 +110,9 @@ def curves(run_ids: list[int]) -> None:
     st.caption(f"{len(frame)} points held · refreshed every {REFRESH_SECONDS:g} s")
     columns = st.container(key="live-charts").columns(len(CHARTS))
     watched_labels = {i: labels[i] for i in run_ids}
-    for col, (title, metrics, log_y) in zip(columns, CHARTS, strict=True):
-        col.plotly_chart(metric_chart(frame, metrics, watched_labels, log_y=log_y, title=title), key=f"chart-{title}")
+    for col, (title, metrics, log_y) in zip(columns, CHARTS, strict=True):  # all three from the one frame above
+        fig = metric_chart(frame, metrics, watched_labels, log_y=log_y, y_from_zero=not log_y, title=title)
+        col.plotly_chart(fig, key=f"chart-{title}")
 
 
 curves(watched)
