@@ -383,3 +383,15 @@ def test_playground_names_bad_fields_instead_of_failing(stack: Stack) -> None:
     assert not at.get("plotly_chart")  # nothing drawn from a landscape that cannot exist…
     at.number_input(key="pg.land:quadratic:condition_number").set_value(10.0).run()  # … and its control is there
     assert not at.error and len(at.get("plotly_chart")) == 2
+
+
+def test_laws_page_a_range_test_launched_joins_the_ones_drawn(stack: Stack) -> None:
+    at = app("pages/laws.py")
+    at.button(key="rt.go").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    (first,) = [r.id for r in stack.store.list_runs()]
+    assert at.multiselect(key="rt.runs").value == [first]
+    at.button(key="rt.go").click().run()  # a second one: the selection made for the first must not hide it
+    second = max(r.id for r in stack.store.list_runs())
+    assert at.multiselect(key="rt.runs").value == [second, first]
+    assert any(f"#{second}" in c.value and "queued" in c.value for c in at.caption)  # followed as it runs

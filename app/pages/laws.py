@@ -20,7 +20,7 @@ from app.teaching_figures import (
     step_law_surface,
 )
 from app.ui import get_store, run_label
-from db.store import FINISHED
+from db.store import ACTIVE, FINISHED
 from models.tasks import TASKS
 from workers.celery_app import QueueUnavailable, submit, submit_sweep
 from workers.optimizers import OPTIMIZERS
@@ -28,8 +28,8 @@ from workers.scaling import scaling_experiment, step_law, step_law_grid
 from workers.schedules import SCHEDULES, curve
 from workers.spec import SpecError, parse_spec
 
+st.title("Laws")  # first: drawn before the database is opened and queried
 store = get_store()
-st.title("Laws")
 st.caption(
     "Experiments that show a result from the papers on real runs. Each queues ordinary runs or sweeps, so "
     "their curves are also on the Compare and Sweeps pages."
@@ -38,6 +38,72 @@ st.caption(
 range_tab, scaling_tab, steplaw_tab, ratio_tab, memory_tab, schedule_tab = st.tabs(
     ["LR range test", "Scaling rules", "Step Law", "Gradient ℓ1/ℓ2", "Optimizer memory", "Schedules"]
 )
+
+REFRESH_SECONDS = 1.0
+
+
+def range_results(chosen: list[int], polling: bool) -> None:
+    """The chosen range tests' loss against LR, and each finished one's suggested range. Polled every second
+    while one of them is queued or running (`polling`); when the last one ends, the page reruns once without
+    polling."""
+    runs = {r.id: r for r in store.list_runs(ids=chosen)}
+    frame = store.metrics(chosen, ["loss", "lr"])
+    rows, lr_curves, ranges, notes = [], {}, {}, []
+    for run_id in chosen:
+        if (run := runs.get(run_id)) is None:
+            continue
+        label = run_label(run)
+        wide = frame[frame.run_id == run_id].pivot(index="step", columns="metric", values="value")
+        wide = wide.reindex(columns=["lr", "loss"]).dropna()
+        if run.status in ACTIVE:
+            notes.append(f"{label}: {run.status} ({run.progress}/{run.steps}); its suggested range comes when it ends.")
+        if len(wide) < 5:
+            if run.status not in ACTIVE:
+                notes.append(f"{label}: {run.status} with {len(wide)} points, too few for a curve. {run.error or ''}")
+            continue
+        lr_curves[label] = (wide["lr"].to_numpy(), wide["loss"].to_numpy())
+        if run.status in ACTIVE:
+            continue
+        try:
+            hint = suggest_lr_range(*lr_curves[label])
+        except ValueError as exc:  # too few finite points before the blow-up
+            notes.append(f"{label}: no suggestion ({exc}).")
+            continue
+        ranges[label] = (hint.low, hint.high)
+        partial = run.status not in ("completed", "diverged")
+        rows.append(
+            {
+                "run": label,
+                "steepest LR": hint.steepest,
+                "valley LR": hint.valley,
+                "optimizer": run.spec["optimizer"]["name"],
+                "note": f" (it was {run.status} at step {run.progress}: the curve may end early)" if partial else "",
+            }
+        )
+    for note in notes:
+        st.caption(note)
+    st.plotly_chart(range_test_chart(lr_curves, ranges), key="rt.chart")
+    for row in rows:
+        c1, c2, c3 = st.columns([3, 1, 1])
+        low, high = sorted((row["steepest LR"], row["valley LR"]))
+        c1.markdown(
+            f"**{row['run']}**: suggested LR {row['steepest LR']:.2g}, range {low:.2g} – {high:.2g}{row['note']}"
+        )
+        c2.page_link(
+            "pages/launch.py",
+            label="Use in Launch",
+            icon=":material/rocket_launch:",
+            query_params={"optimizer": row["optimizer"], "lr": f"{row['steepest LR']:.3g}"},
+        )
+        c3.page_link(
+            "pages/sweeps.py",
+            label="Use as sweep bounds",
+            icon=":material/grid_view:",
+            query_params={"lr_low": f"{low:.3g}", "lr_high": f"{high:.3g}"},
+        )
+    if polling and not any(r.status in ACTIVE for r in runs.values()):
+        st.rerun()  # the last one ended: redraw the page once, without polling
+
 
 with range_tab:
     st.markdown(
@@ -51,6 +117,7 @@ with range_tab:
     batch = c3.number_input("Batch size", 1, 4096, 64, key="rt.batch")
     steps = c4.number_input("Steps", 20, 5000, 300, key="rt.steps")
     c5.write("")
+    launched = None
     if c5.button("Run a range test", type="primary", key="rt.go"):
         try:
             spec = parse_spec(
@@ -64,64 +131,30 @@ with range_tab:
                     "batch": {"size": int(batch)},
                 }
             )
-            run_id = submit(store, spec)
+            launched = submit(store, spec)
         except SpecError as exc:
             st.error("\n".join(f"`{e.field}`: {e.message}" for e in exc.errors))
         except QueueUnavailable as exc:
             st.error(f"Nothing is running it: {exc}")
         else:
-            st.success(f"Range test #{run_id} queued; it appears below as it runs.")
+            st.success(f"Range test #{launched} queued; it appears below as it runs.")
     tests = {r.id: r for r in store.list_runs() if r.spec.get("schedule", {}).get("name") == "range-test"}
     if not tests:
         st.info("No range tests yet: run one above, per optimizer and batch size, and compare them here.")
     else:
-        chosen = st.multiselect(
-            "Range tests",
-            list(tests),
-            default=list(tests)[:4],
-            format_func=lambda i: run_label(tests[i]),
-            key="rt.runs",
-        )
-        rows, lr_curves, ranges = [], {}, {}
-        frame = store.metrics(chosen, ["loss", "lr"]) if chosen else pd.DataFrame()
-        for run_id in chosen:
-            wide = frame[frame.run_id == run_id].pivot(index="step", columns="metric", values="value").dropna()
-            if len(wide) < 5:
-                continue
-            label = run_label(tests[run_id])
-            lr_curves[label] = (wide["lr"].to_numpy(), wide["loss"].to_numpy())
-            hint = suggest_lr_range(*lr_curves[label])
-            ranges[label] = (hint.low, hint.high)
-            rows.append(
-                {
-                    "run": label,
-                    "steepest LR": hint.steepest,
-                    "valley LR": hint.valley,
-                    "id": run_id,
-                    "optimizer": tests[run_id].spec["optimizer"]["name"],
-                }
-            )
-        fig = range_test_chart(lr_curves, ranges)
-        st.plotly_chart(fig, key="rt.chart")
-        for row in rows:
-            c1, c2, c3 = st.columns([3, 1, 1])
-            c1.markdown(
-                f"**{row['run']}**: suggested LR {row['steepest LR']:.2g}, range "
-                f"{min(row['steepest LR'], row['valley LR']):.2g} – {max(row['steepest LR'], row['valley LR']):.2g}"
-            )
-            c2.page_link(
-                "pages/launch.py",
-                label="Use in Launch",
-                icon=":material/rocket_launch:",
-                query_params={"optimizer": row["optimizer"], "lr": f"{row['steepest LR']:.3g}"},
-            )
-            low, high = sorted((row["steepest LR"], row["valley LR"]))
-            c3.page_link(
-                "pages/sweeps.py",
-                label="Use as sweep bounds",
-                icon=":material/grid_view:",
-                query_params={"lr_low": f"{low:.3g}", "lr_high": f"{high:.3g}"},
-            )
+        # The selection lives in session state, not in the widget's default (which Streamlit applies only the first
+        # time): a test launched above joins it, and deleted runs leave it.
+        picked = [i for i in st.session_state.get("rt.runs", list(tests)[:4]) if i in tests]
+        if launched is not None and launched not in picked:
+            picked.insert(0, launched)
+        if st.session_state.get("rt.runs") != picked:
+            st.session_state["rt.runs"] = picked
+        chosen = st.multiselect("Range tests", list(tests), format_func=lambda i: run_label(tests[i]), key="rt.runs")
+        if chosen:
+            polling = any(tests[i].status in ACTIVE for i in chosen)
+            st.fragment(run_every=REFRESH_SECONDS if polling else None)(range_results)(chosen, polling)
+        else:
+            st.info("Choose one or more range tests to draw.")
 
 with scaling_tab:
     st.markdown(
@@ -240,34 +273,6 @@ with ratio_tab:
         st.info("Choose runs to see their gradients' ℓ1/ℓ2 ratio.")
 
 
-@st.cache_data(show_spinner="Building every optimizer on the task...")
-def state_bytes(task: str) -> pd.DataFrame:
-    """Optimizer state after three real training steps of each optimizer on `task`, at its defaults."""
-    from workers.training import ListSink, run
-
-    rows = []
-    for name in OPTIMIZERS:
-        spec = parse_spec({"task": task, "optimizer": name, "steps": 3, "eval_every": 3, "device": "cpu"})
-        sink = ListSink()
-        run(spec, sink)
-        rows.append({"optimizer": name, "bytes": sink.series("optimizer_state_bytes").get(3, math.nan)})
-    return pd.DataFrame(rows).sort_values("bytes")
-
-
-with memory_tab:
-    st.markdown(
-        "What each optimizer keeps between steps (momentum buffers, moments, accumulators), measured "
-        "after three real steps on the chosen task. FRUGAL's point: most of it can go."
-    )
-    m_task = st.selectbox("Task", list(TASKS), key="mem.task")
-    table = state_bytes(m_task)
-    params = TASKS[m_task].build(seed=0, **TASKS[m_task].defaults).model
-    size = sum(p.numel() * p.element_size() for p in params.parameters())
-    st.plotly_chart(
-        state_memory_chart(dict(zip(table["optimizer"], table["bytes"], strict=True)), size), key="mem.chart"
-    )
-    st.caption(f"The model's parameters take {size / 1024:.1f} KiB.")
-
 with schedule_tab:
     c1, c2 = st.columns([1, 2])
     names = c1.multiselect(
@@ -290,3 +295,34 @@ with schedule_tab:
             params["phi"] = phi
         curves[name if name != "uba" else f"uba φ={phi:g}"] = curve(name, 1000, 1.0, params, points=500)
     c2.plotly_chart(schedule_preview(curves), key="sch.chart")
+
+
+# Last, though its tab is not: measuring every optimizer takes seconds the first time a task is chosen, and the
+# other tabs are drawn before it.
+@st.cache_data(show_spinner="Building every optimizer on the task...")
+def state_bytes(task: str) -> pd.DataFrame:
+    """Optimizer state after three real training steps of each optimizer on `task`, at its defaults."""
+    from workers.training import ListSink, run
+
+    rows = []
+    for name in OPTIMIZERS:
+        spec = parse_spec({"task": task, "optimizer": name, "steps": 3, "eval_every": 3, "device": "cpu"})
+        sink = ListSink()
+        run(spec, sink)
+        rows.append({"optimizer": name, "bytes": sink.series("optimizer_state_bytes").get(3, math.nan)})
+    return pd.DataFrame(rows).sort_values("bytes")
+
+
+with memory_tab:
+    st.markdown(
+        "What each optimizer keeps between steps (momentum buffers, moments, accumulators), measured "
+        "after three real steps on the chosen task. FRUGAL's point: most of it can go."
+    )
+    m_task = st.selectbox("Task", list(TASKS), key="mem.task")
+    table = state_bytes(m_task)
+    model = TASKS[m_task].build(seed=0, **TASKS[m_task].defaults).model
+    size = sum(p.numel() * p.element_size() for p in model.parameters())
+    st.plotly_chart(
+        state_memory_chart(dict(zip(table["optimizer"], table["bytes"], strict=True)), size), key="mem.chart"
+    )
+    st.caption(f"The model's parameters take {size / 1024:.1f} KiB.")
