@@ -7,7 +7,9 @@
 - `time_to_target`: the first step (and samples, seconds) at which a run's metric reaches a target;
 - `legend_labels`: run labels made of the spec fields that differ between runs;
 - `group_band`: the mean and a ±std or min–max band over a group's curves (seeds);
-- `best_per_group`: the best LR (or any field) per optimizer × batch size, by the mean over seeds.
+- `best_per_group`: the best LR (or any field) per optimizer × batch size, by the mean over seeds;
+- `swept_fields`, `compare_group`, `heatmap_axes`: which fields a sweep's views start from (seeds folded);
+- `axis_example`: example values for a sweep builder axis, fitting its field.
 """
 
 from __future__ import annotations
@@ -314,3 +316,73 @@ def suggest_lr_range(lrs: Sequence[float], losses: Sequence[float], smoothing: f
 
 
 GAUSSIAN_L1_L2 = math.sqrt(2 / math.pi)  # E‖g‖₁/(√d‖g‖₂) for g with i.i.d. Gaussian coordinates, large d
+
+
+SEED = "seed"
+PREFERRED_FIELDS = ("optimizer.lr", "batch.size", "optimizer.name", "schedule.name", "task.name")
+
+
+def swept_fields(specs: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The flattened spec fields that tell runs apart other than the seed (and the name), the usual suspects
+    first (`PREFERRED_FIELDS`), leaving out any field that splits the runs no further than those before it
+    (an optimizer's own parameters when `optimizer.name` is swept: `momentum` exists only for SGD)."""
+    rows = list(specs)
+    fields = [f for f in varying(rows) if f not in ("name", SEED)]
+    fields.sort(key=lambda f: PREFERRED_FIELDS.index(f) if f in PREFERRED_FIELDS else len(PREFERRED_FIELDS))
+    chosen: list[str] = []
+    parts = 1
+    for field in fields:
+        n = len({tuple(repr(row.get(f)) for f in [*chosen, field]) for row in rows})
+        if n > parts:
+            chosen.append(field)
+            parts = n
+    return chosen
+
+
+def compare_group(specs: Iterable[Mapping[str, Any]]) -> list[str]:
+    """What the Compare page groups a sweep's runs by when opened from the sweep: its swept fields other than
+    the seed, so seeds fold into one mean curve with a band; none (each run its own curve, raw underneath)
+    when that would fold nothing."""
+    rows = list(specs)
+    fields = swept_fields(rows)
+    groups = {tuple(repr(row.get(f)) for f in fields) for row in rows}
+    return fields if fields and len(groups) < len(rows) else []
+
+
+def heatmap_axes(swept: Sequence[str], fields: Sequence[str]) -> tuple[str, str]:
+    """The heatmap's default x and y among `fields` (every field that differs): the first two swept fields
+    other than the seed (`swept_fields`), so each cell averages its seeds; the seed, then any other field,
+    only where fewer than two are swept. Both the same field only when there is a single one."""
+    if not fields:
+        raise ValueError("a heatmap needs at least one field")
+    order = [f for f in swept if f in fields]
+    order += [f for f in fields if f == SEED] + [f for f in fields if f not in order and f != SEED]
+    return order[0], order[1] if len(order) > 1 else order[0]
+
+
+AXIS_EXAMPLES = {  # field: (values, range)
+    "optimizer.lr": ("0.001, 0.01", "1e-4, 1e-1"),
+    "batch.size": ("32, 128", "16, 256"),
+    "seed": ("0, 1, 2", "0, 1000"),
+    "steps": ("200, 500", "100, 1000"),
+}
+
+
+def axis_example(field: str, kind: str, default: Any = None, choices: Sequence[str] = ()) -> str | None:
+    """Example text for a sweep builder axis over `field`: values (`kind` "values", a comma-separated list) or
+    a range ("log range"/"linear range": low, high), made from the field's default or choices when it is not
+    one of the usual suspects. None for a range over a field that is not a number (a name, a choice, a flag)."""
+    values = kind == "values"
+    if field in AXIS_EXAMPLES:
+        return AXIS_EXAMPLES[field][0 if values else 1]
+    if isinstance(default, bool) or choices:
+        if not values:
+            return None
+        return "true, false" if isinstance(default, bool) else ", ".join(choices[:2])
+    if isinstance(default, int):
+        if values:
+            return f"{default}, {2 * default}" if default else "0, 1"
+        return f"{max(1, default // 2)}, {2 * default}" if default > 0 else "0, 10"
+    if isinstance(default, float) and math.isfinite(default) and default > 0:
+        return f"{default:g}, {default * 10:g}" if values else f"{default / 10:g}, {default * 10:g}"
+    return "0, 0.1" if values else "0, 1"

@@ -11,12 +11,15 @@ import pytest
 from app.analysis import (
     ScalingRun,
     aggregate_grid,
+    axis_example,
     best_per_group,
+    compare_group,
     curve_spread,
     ema_smooth,
     estimate_seconds,
     fit_power_law,
     group_band,
+    heatmap_axes,
     legend_labels,
     refresh_due,
     scaling_summary,
@@ -24,6 +27,7 @@ from app.analysis import (
     short_field,
     smoothing_for_batch,
     suggest_lr_range,
+    swept_fields,
     time_to_target,
 )
 
@@ -239,3 +243,57 @@ def test_a_live_sweeps_analysis_is_redrawn_as_runs_finish_but_not_every_poll() -
     assert not refresh_due(drawn, 5, done=False, now=105.0)  # new runs, but drawn 5 s ago
     assert refresh_due(drawn, 5, done=False, now=110.0)  # new runs, and 10 s since
     assert refresh_due(drawn, 3, done=True, now=100.5)  # the sweep is done: at once
+
+
+def _grid(axes: dict[str, tuple]) -> list[dict]:  # type: ignore[type-arg]
+    """Flattened specs of a full grid over `axes`, each run with its own name."""
+    import itertools
+
+    return [
+        {"name": f"r{i}", "task.name": "moons-mlp", **dict(zip(axes, combo, strict=True))}
+        for i, combo in enumerate(itertools.product(*axes.values()))
+    ]
+
+
+def test_swept_fields_leave_out_the_seed_the_name_and_what_splits_no_further() -> None:
+    specs = _grid({"seed": (0, 1), "batch.size": (32, 128), "optimizer.lr": (0.01, 0.1)})
+    assert swept_fields(specs) == ["optimizer.lr", "batch.size"]  # the usual suspects first, whatever the order
+    # optimizer.name swept: SGD's momentum and Adam's beta1 exist for one each, so they split nothing further
+    two = [{**s, "optimizer.name": n, **({"optimizer.momentum": 0.9} if n == "sgd" else {"optimizer.beta1": 0.9})}
+           for s in _grid({"optimizer.lr": (0.01, 0.1), "seed": (0, 1)}) for n in ("sgd", "adam")]  # fmt: skip
+    assert swept_fields(two) == ["optimizer.lr", "optimizer.name"]
+    assert swept_fields(_grid({"seed": (0, 1, 2)})) == []
+
+
+def test_a_sweep_opened_in_compare_folds_its_seeds_into_groups() -> None:
+    assert compare_group(_grid({"optimizer.lr": (0.01, 0.1), "batch.size": (32, 128), "seed": (0, 1)})) == [
+        "optimizer.lr", "batch.size"
+    ]  # fmt: skip
+    assert compare_group(_grid({"optimizer.lr": (0.01, 0.1), "batch.size": (32, 128)})) == []  # no seeds: nothing folds
+    assert compare_group(_grid({"seed": (0, 1)})) == []  # only seeds: each its own curve
+
+
+def test_the_heatmap_defaults_to_two_swept_fields_other_than_the_seed() -> None:
+    fields = ["optimizer.name", "optimizer.lr", "optimizer.momentum", "optimizer.beta1", "seed"]
+    assert heatmap_axes(["optimizer.lr", "optimizer.name"], fields) == ("optimizer.lr", "optimizer.name")
+    assert heatmap_axes(["optimizer.lr", "batch.size"], ["optimizer.lr", "batch.size", "seed"]) == (
+        "optimizer.lr", "batch.size"
+    )  # fmt: skip
+    assert heatmap_axes(["optimizer.lr"], ["optimizer.lr", "seed"]) == ("optimizer.lr", "seed")  # all there is
+    assert heatmap_axes([], ["seed"]) == ("seed", "seed")
+
+
+def test_an_axis_example_fits_its_field() -> None:
+    assert axis_example("optimizer.lr", "values") == "0.001, 0.01"
+    assert axis_example("batch.size", "values") == "32, 128"
+    assert axis_example("batch.size", "log range") == "16, 256"
+    assert axis_example("seed", "values") == "0, 1, 2"
+    assert axis_example("optimizer.name", "values", choices=["sgd", "adam", "adamw"]) == "sgd, adam"
+    assert axis_example("optimizer.name", "log range", choices=["sgd", "adam"]) is None  # not a number
+    assert axis_example("optimizer.nesterov", "values", False) == "true, false"
+    assert axis_example("optimizer.nesterov", "linear range", False) is None
+    assert axis_example("schedule.warmup_steps", "values", 100) == "100, 200"
+    assert axis_example("schedule.warmup_steps", "linear range", 100) == "50, 200"
+    assert axis_example("optimizer.weight_decay", "values", 0.01) == "0.01, 0.1"
+    assert axis_example("optimizer.weight_decay", "log range", 0.01) == "0.001, 0.1"
+    assert axis_example("optimizer.weight_decay", "values", 0.0) == "0, 0.1"
