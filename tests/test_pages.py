@@ -385,6 +385,67 @@ def test_playground_names_bad_fields_instead_of_failing(stack: Stack) -> None:
     assert not at.error and len(at.get("plotly_chart")) == 2
 
 
+def test_a_sweeps_compare_link_folds_its_seeds_into_bands(stack: Stack) -> None:
+    from urllib.parse import parse_qsl
+
+    sweep_id = fake_sweep(stack)
+    at = app("pages/sweeps.py", sweep=str(sweep_id))
+    link = next(e for e in at.get("page_link") if e.proto.label == "Compare its curves")
+    query = dict(parse_qsl(link.proto.query_string.lstrip("?")))
+    assert query == {"sweep": str(sweep_id), "group": "optimizer.lr,batch.size"}  # the swept fields but the seed
+    at = app("pages/compare.py", **query)
+    assert at.multiselect(key="compare.group").value == ["optimizer.lr", "batch.size"]
+    data = plotly_json(at)["data"]
+    bands = [t for t in data if t.get("fill") == "toself"]
+    lines = [t for t in data if t.get("fill") != "toself"]
+    assert len(bands) == 4 and len(lines) == 4 and all(t["name"].endswith("(2 runs)") for t in lines)
+
+
+def test_the_heatmap_averages_the_seeds_when_the_optimizer_is_swept(stack: Stack) -> None:
+    store = stack.store
+    sweep_id = store.create_sweep("opt", {"name": "opt"})
+    for name in ("adam", "sgd"):
+        for lr in (0.001, 0.01):
+            for seed in (0, 1):
+                spec = parse_spec({"task": "moons-mlp", "optimizer": {"name": name, "lr": lr}, "seed": seed,
+                                   "steps": 5})  # fmt: skip
+                rid = store.create_run(spec.name, spec.model_dump(mode="json"), sweep_id)
+                store.claim(rid, "w", "cpu", 30)
+                store.record(rid, [(s, "loss", lr / s + seed) for s in range(1, 6)])
+                store.finish(rid, "completed")
+    at = app("pages/sweeps.py", sweep=str(sweep_id))
+    assert (at.selectbox(key="an.hx").value, at.selectbox(key="an.hy").value) == ("optimizer.lr", "optimizer.name")
+    heat = next(
+        c for c in map(json.loads, (c.proto.spec for c in at.get("plotly_chart"))) if c["data"][0]["type"] == "heatmap"
+    )
+    texts = [t for row in heat["data"][0]["text"] for t in row]
+    assert len(texts) == 4 and all(t.endswith("n=2") for t in texts), texts  # each cell: two seeds
+
+
+def test_an_emptied_sweep_axis_gives_an_example_that_fits_its_field(stack: Stack) -> None:
+    at = app("pages/sweeps.py")
+    at.segmented_control(key="sweeps.view").set_value("New sweep").run()
+    assert at.text_input(key="sw.axis1.values").placeholder == "32, 128"  # axis 2 is batch.size
+    at.text_input(key="sw.axis1.values").set_value("").run()
+    errors = " ".join(e.value for e in at.error)
+    assert "axis 2 (batch.size)" in errors and "e.g. 32, 128" in errors and "0.001" not in errors, errors
+    at.selectbox(key="sw.axis1.field").set_value("optimizer.name").run()
+    at.selectbox(key="sw.axis1.kind").set_value("log range").run()
+    errors = " ".join(e.value for e in at.error)
+    assert "axis 2 (optimizer.name)" in errors and "takes values, not a range" in errors, errors
+
+
+def test_runs_with_no_reason_show_an_empty_reason_cell(stack: Stack) -> None:
+    sweep_id = fake_sweep(stack)
+    at = app("pages/sweeps.py", sweep=str(sweep_id))
+    table = next(
+        d.value for d in at.dataframe if list(d.value.columns) == ["id", "name", "status", "progress", "reason"]
+    )
+    assert list(table["reason"]) == [""] * 8
+    at = app("pages/runs.py")
+    assert list(at.dataframe[0].value["reason"]) == [""] * 8
+
+
 def test_laws_page_a_range_test_launched_joins_the_ones_drawn(stack: Stack) -> None:
     at = app("pages/laws.py")
     at.button(key="rt.go").click().run()

@@ -27,9 +27,14 @@ def _ints(text: str | None) -> list[int]:
     return [int(t) for t in (text or "").split(",") if t.strip().isdigit()]
 
 
-if "compare.sweeps" not in st.session_state:  # first visit: take the choice from the URL (?sweep=3&runs=1,2)
+# Arriving from a link (?sweep=3&runs=1,2&group=optimizer.lr,batch.size; a sweep's link names its swept fields
+# but the seed, so seeds fold into bands): take the choice from the URL, once per distinct link.
+link = tuple(st.query_params.get(k) for k in ("sweep", "runs", "group"))
+if "compare.sweeps" not in st.session_state or (any(link) and st.session_state.get("compare.link") != link):
+    st.session_state["compare.link"] = link
     st.session_state["compare.sweeps"] = [i for i in _ints(st.query_params.get("sweep")) if i in sweeps]
     st.session_state["compare.runs"] = [i for i in _ints(st.query_params.get("runs")) if i in by_id]
+    st.session_state["compare.group"] = [f for f in (link[2] or "").split(",") if f]
 
 for key, known in (("compare.sweeps", sweeps), ("compare.runs", by_id)):  # drop what was deleted meanwhile
     st.session_state[key] = [i for i in st.session_state[key] if i in known]
@@ -59,6 +64,7 @@ cache: CurveCache = st.session_state.setdefault("compare.cache", CurveCache())
 names = store.metric_names(run_ids)
 specs = {r.id: flatten_dict(r.spec) for r in runs}
 fields = [f for f in varying(specs.values()) if f != "name"]
+st.session_state["compare.group"] = [f for f in st.session_state.get("compare.group", []) if f in fields]
 
 c1, c2, c3, c4 = st.columns([2, 2, 1, 1])
 metric = c1.selectbox(
@@ -119,7 +125,8 @@ if group_by:
         groups.setdefault(tuple(repr(specs[rid].get(f)) for f in group_by), []).append(rid)
     for members in groups.values():
         spec = specs[members[0]]
-        label = ", ".join(f"{short_field(f)}={spec.get(f)}" for f in group_by) + f" ({len(members)} runs)"
+        runs_in = f"{len(members)} run" + ("s" if len(members) > 1 else "")
+        label = ", ".join(f"{short_field(f)}={spec.get(f)}" for f in group_by) + f" ({runs_in})"
         kind = {"± std": "std", "min–max": "minmax"}.get(band, "none")
         b: Band = group_band([(xy[r][0], smoothed[r]) for r in members], kind, points=int(budget) * 2)
         show_band = kind != "none" and len(members) > 1

@@ -32,7 +32,7 @@ def table(runs: list[RunInfo]) -> pd.DataFrame:
                 "optimizer": spec["optimizer"]["name"], "schedule": spec["schedule"]["name"],
                 "lr": spec["optimizer"]["lr"], "batch size": spec["batch"]["size"], "steps": r.steps,
                 "progress": r.fraction_done, "final loss": summary.get("final"), "best loss": summary.get("best"),
-                "duration": fmt_seconds(r.duration), "sweep": r.sweep_id, "reason": r.error,
+                "duration": fmt_seconds(r.duration), "sweep": r.sweep_id, "reason": r.error or "",
                 "created": pd.Timestamp(r.created_at, unit="s"),
             }
         )  # fmt: skip

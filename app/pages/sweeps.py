@@ -55,8 +55,21 @@ def sweepable(base: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys(fields))
 
 
-def parse_axis(field: str, kind: str, text: str, number: int) -> tuple[str, Any]:
-    """One builder row → ('grid', [values]) or ('random', {low, high, scale}); errors name the row and field."""
+def example(field: str, kind: str, base: dict[str, Any]) -> str | None:
+    """Example text for an axis over `field`, from its registry entry (`analysis.axis_example`)."""
+    key, _, name = field.partition(".")
+    if key in COMPONENTS and name == "name":
+        return analysis.axis_example(field, kind, choices=list(COMPONENTS[key]))
+    if key in COMPONENTS:
+        param = next((p for p in COMPONENTS[key][base[key]["name"]].params if p.name == name), None)
+        if param is not None:
+            return analysis.axis_example(field, kind, param.default, param.choices)
+    return analysis.axis_example(field, kind)
+
+
+def parse_axis(field: str, kind: str, text: str, number: int, sample: str | None) -> tuple[str, Any]:
+    """One builder row → ('grid', [values]) or ('random', {low, high, scale}); errors name the row and field, and
+    their example is `sample` (from `example`: None where a range does not fit the field)."""
     where = f"axis {number} ({field})"
     try:
         values = [_number(v) for v in yaml.safe_load(f"[{text}]")]
@@ -64,10 +77,12 @@ def parse_axis(field: str, kind: str, text: str, number: int) -> tuple[str, Any]
         raise SpecError([FieldError(where, f"cannot read {text!r}: write values separated by commas")]) from None
     if kind == "values":
         if not values:
-            raise SpecError([FieldError(where, "give at least one value, e.g. 0.001, 0.01")])
+            hint = f", e.g. {sample}" if sample else ""
+            raise SpecError([FieldError(where, f"give at least one value{hint}")])
         return "grid", values
     if len(values) != 2 or not all(isinstance(v, int | float) for v in values):
-        raise SpecError([FieldError(where, "a range is two numbers: low, high (e.g. 1e-4, 1e-1)")])
+        hint = f" (e.g. {sample})" if sample else "; this field takes values, not a range"
+        raise SpecError([FieldError(where, f"a range is two numbers: low, high{hint}")])
     return "random", {"low": values[0], "high": values[1], "scale": kind.split()[0], "integer": field in INT_FIELDS}
 
 
@@ -125,19 +140,20 @@ def builder() -> None:
             st.session_state.setdefault(f"sw.axis{i}.values", text0)
             if st.session_state[f"sw.axis{i}.field"] not in options:
                 st.session_state[f"sw.axis{i}.field"] = "—"
-            c1, c2, c3 = st.columns([2, 1, 3])
+            c1, c2, c3 = st.columns([2, 1.8, 2.2])  # Kind fits "linear range" (it showed "value" for "values")
             field = c1.selectbox(f"Field {i + 1}", options, key=f"sw.axis{i}.field")
             kind = c2.selectbox(f"Kind {i + 1}", AXIS_KINDS, key=f"sw.axis{i}.kind", disabled=field == "—")
+            sample = example(field, kind, base) if field != "—" else None
             text = c3.text_input(
                 f"Values {i + 1}",
                 key=f"sw.axis{i}.values",
                 disabled=field == "—",
-                placeholder="0.001, 0.01" if kind == "values" else "low, high",
+                placeholder=sample or ("values separated by commas" if kind == "values" else "low, high"),
             )
             if field == "—":
                 continue
             try:
-                where, axis = parse_axis(field, kind, text, i + 1)
+                where, axis = parse_axis(field, kind, text, i + 1, sample)
             except SpecError as exc:
                 errors.extend(exc.errors)
                 continue
@@ -268,14 +284,15 @@ def progress_panel(sweep_id: int) -> None:
         except QueueUnavailable as exc:
             st.error(f"Nothing is running it: {exc}")
         st.rerun()
+    group = analysis.compare_group([flatten_dict(r.spec) for r in runs])  # seeds folded into bands
     b3.page_link(
         "pages/compare.py",
         label="Compare its curves",
         icon=":material/stacked_line_chart:",
-        query_params={"sweep": str(sweep_id)},
+        query_params={"sweep": str(sweep_id), **({"group": ",".join(group)} if group else {})},
     )
     rows = [
-        {"id": r.id, "name": r.name, "status": r.status, "progress": r.fraction_done, "reason": r.error}
+        {"id": r.id, "name": r.name, "status": r.status, "progress": r.fraction_done, "reason": r.error or ""}
         for r in sorted(runs, key=lambda r: r.id)
     ]
     with st.expander(f"Runs ({total})", expanded=total <= 6):
@@ -312,14 +329,12 @@ def analysis_panel(sweep_id: int, runs: list[RunInfo]) -> None:
         return
     numeric = [f for f in fields if pd.to_numeric(summary[f], errors="coerce").notna().all()]
 
-    def default(options: list[str], preferred: str, fallback: int = 0) -> int:
-        return options.index(preferred) if preferred in options else min(fallback, len(options) - 1)
-
     tabs = st.tabs(["Heatmap", "Best LR vs batch", "Sensitivity", "Time to target", "Parallel coordinates", "Export"])
     with tabs[0]:
         c1, c2 = st.columns(2)
-        x = c1.selectbox("x", fields, index=default(fields, "optimizer.lr"), key="an.hx")
-        y = c2.selectbox("y", fields, index=default(fields, "batch.size", 1), key="an.hy")
+        hx, hy = analysis.heatmap_axes(analysis.swept_fields(flat.values()), fields)  # seeds averaged in cells
+        x = c1.selectbox("x", fields, index=fields.index(hx), key="an.hx")
+        y = c2.selectbox("y", fields, index=fields.index(hy), key="an.hy")
         if x == y:
             st.info("Choose two different fields.")
         else:
@@ -397,7 +412,7 @@ def analysis_panel(sweep_id: int, runs: list[RunInfo]) -> None:
             on_click="ignore",
             key="ex.summarypq",
         )
-        st.dataframe(summary, hide_index=True)
+        st.dataframe(summary.fillna({"reason": ""}), hide_index=True)  # no reason: an empty cell, not "None"
 
 
 def viewer(store: Store) -> None:
@@ -409,19 +424,17 @@ def viewer(store: Store) -> None:
             icon=":material/info:",
         )
         return
-    counts = store.sweep_counts()
+    counts = store.sweep_counts()  # whether it is live; the progress bar below counts afresh each time it is drawn
     wanted = st.query_params.get("sweep")
     if wanted and wanted.isdigit() and int(wanted) in sweeps and "sweeps.chosen" not in st.session_state:
         st.session_state["sweeps.chosen"] = int(wanted)
     if st.session_state.get("sweeps.chosen") not in sweeps:
         st.session_state["sweeps.chosen"] = next(iter(sweeps))
 
-    def label(i: int) -> str:
-        c = counts.get(i, {})
-        done = sum(n for s, n in c.items() if s in FINISHED)
-        return f"#{i} {sweeps[i].name} · {done}/{sum(c.values())} finished"
-
-    sweep_id = st.selectbox("Sweep", list(sweeps), format_func=label, key="sweeps.chosen")
+    # The label holds no counts: the progress bar says how far the sweep is, counted as it is drawn. A selectbox
+    # whose labels change while the page is open keeps showing the old label (it was "0/8 finished" beside a
+    # bar saying "8 of 8 runs finished").
+    sweep_id = st.selectbox("Sweep", list(sweeps), format_func=lambda i: f"#{i} {sweeps[i].name}", key="sweeps.chosen")
     live = any(s in ACTIVE for s in counts.get(sweep_id, {}))
     drawn_with = (sum(n for s, n in counts.get(sweep_id, {}).items() if s in FINISHED), time.monotonic())
 
