@@ -15,8 +15,8 @@ from app.ui import get_store, run_label
 from db.store import ACTIVE, RunInfo
 from workers.metrics import LABELS
 
-store = get_store()
 st.title("Compare runs")
+store = get_store()
 
 sweeps = {s.id: s for s in store.list_sweeps()}
 all_runs = store.list_runs()

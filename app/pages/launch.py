@@ -46,6 +46,7 @@ def logged_lr(store: Store) -> dict[str, tuple[list[int], list[float]]]:
     return {f"#{source}": (rows["step"].tolist(), rows["value"].tolist())} if len(rows) else {}
 
 
+st.title("Launch a run")  # first, so the page says what it is before any database work
 store = get_store()
 clone = st.query_params.get("clone")
 if clone and clone.isdigit() and st.session_state.get("cloned_from") != int(clone):
@@ -62,7 +63,6 @@ if wanted[0] in OPTIMIZERS and wanted[1] and st.session_state.get("prefilled") !
     except ValueError:
         pass
 
-st.title("Launch a run")
 if st.session_state.get("cloned_from"):
     st.info(f"Form filled from run #{st.session_state['cloned_from']}. Change anything, then launch.")
 

@@ -9,9 +9,9 @@ from app.export import csv_bytes
 from app.ui import fmt_seconds, get_store, reap_lost_runs, run_label
 from db.store import ACTIVE, STATUSES, RunInfo
 
+st.title("Runs")  # first, so the page says what it is before any database work
 store = get_store()
 reap_lost_runs(store)
-st.title("Runs")
 
 runs = store.list_runs()
 if not runs:

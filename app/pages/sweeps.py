@@ -41,9 +41,9 @@ DEFAULT_AXES = [
     ("—", "values", ""),
 ]
 
+st.title("Sweeps")  # first, so the page says what it is before any database work
 store = get_store()
 reap_lost_runs(store)
-st.title("Sweeps")
 
 
 def sweepable(base: dict[str, Any]) -> list[str]:
