@@ -57,6 +57,7 @@ class RunInfo:
     sweep_id: int | None = None
     owner_id: int | None = None
     priority: int = 0
+    queue: str = "auto"
 
     @property
     def steps(self) -> int:
@@ -121,7 +122,7 @@ def _info(row: Run) -> RunInfo:
     return RunInfo(
         row.id, row.name, row.status, dict(row.spec), row.created_at, row.started_at, row.finished_at,
         row.heartbeat_at, row.worker, row.device, row.progress, row.cancel_requested, row.error, row.sweep_id,
-        row.owner_id, row.priority or 0,
+        row.owner_id, row.priority or 0, row.queue or "auto",
     )  # fmt: skip
 
 
@@ -216,6 +217,7 @@ class Store:
                 sweep_id=sweep_id,
                 owner_id=owner_id,
                 priority=priority,
+                queue=str(spec.get("device", "auto")),
             )
             row.cancel_requested = False
             s.add(row)
@@ -273,6 +275,119 @@ class Store:
                 return None
             row = s.get(Run, run_id)
             return _info(row) if row else None
+
+    def claim_stale(self, run_id: int, worker: str, device: str, stale_after: float) -> RunInfo | None:
+        """Take over a run that is `running` but whose worker went silent (its message came back). Atomic."""
+        now = time.time()
+        with self.session() as s:
+            result = s.execute(
+                update(Run)
+                .where(Run.id == run_id, Run.cancel_requested.is_(False), Run.status == "running")
+                .where(Run.heartbeat_at < now - stale_after)
+                .values(worker=worker, device=device, started_at=now, heartbeat_at=now, progress=0)
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                return None
+            row = s.get(Run, run_id)
+            return _info(row) if row else None
+
+    def dispatch_order(self, queue: str, window_s: float = 7 * 24 * 3600.0) -> tuple[list[int], set[int | None]]:
+        """The queued runs of `queue` in the order fair share would start them, and the owners who may not start
+        one now (at their limit of runs running at once).
+
+        Fair share (as Slurm's, simplified): an owner's usage is the run-seconds of their runs in the last
+        `window_s` (a running run counts up to now), divided by their share. The next run goes to the owner with
+        the least usage (ties: the one who has waited longest); within an owner, the highest priority first, then
+        first come first served. To order the whole queue, each run given out adds its owner's typical run
+        length to their usage, so a user with 50 queued runs takes turns with one who queued 2.
+        """
+        now, since = time.time(), time.time() - window_s
+        with self.engine.connect() as conn:
+            queued = conn.execute(
+                select(Run.id, Run.owner_id, Run.priority)
+                .where(Run.status == "queued", Run.queue == queue, Run.cancel_requested.is_(False))
+                .order_by(Run.id)
+            ).all()
+            if not queued:
+                return [], set()
+            recent = conn.execute(
+                select(Run.owner_id, Run.status, Run.started_at, Run.finished_at).where(
+                    Run.started_at.is_not(None), or_(Run.finished_at.is_(None), Run.finished_at > since)
+                )
+            ).all()
+            users = {u.id: u for u in conn.execute(select(User.id, User.share, User.max_running))}
+        usage: dict[int | None, float] = {}
+        lengths: dict[int | None, list[float]] = {}
+        running: dict[int | None, int] = {}
+        for owner, status, started, finished in recent:
+            seconds = max(0.0, (finished or now) - max(started or now, since))
+            usage[owner] = usage.get(owner, 0.0) + seconds
+            if status == "running":
+                running[owner] = running.get(owner, 0) + 1
+            elif finished is not None and started is not None:
+                lengths.setdefault(owner, []).append(finished - started)
+        waiting: dict[int | None, list[tuple[int, int]]] = {}
+        for run_id, owner, priority in queued:
+            waiting.setdefault(owner, []).append((-(priority or 0), run_id))
+        for runs in waiting.values():
+            runs.sort()
+
+        def share(owner: int | None) -> float:
+            user = users.get(owner) if owner is not None else None
+            return max(float(user.share), 1e-9) if user is not None and user.share else 1.0
+
+        def typical(owner: int | None) -> float:
+            past = lengths.get(owner) or [x for xs in lengths.values() for x in xs]
+            return float(np.median(past)) if past else 60.0
+
+        blocked: set[int | None] = {
+            owner for owner in waiting
+            if owner is not None and owner in users and users[owner].max_running is not None
+            and running.get(owner, 0) >= users[owner].max_running
+        }  # fmt: skip
+        order: list[int] = []
+        cursor = {owner: 0 for owner in waiting}
+        while len(order) < len(queued):
+            owner = min(
+                (o for o in waiting if cursor[o] < len(waiting[o])),
+                key=lambda o: (usage.get(o, 0.0) / share(o), waiting[o][cursor[o]][1]),
+            )
+            order.append(waiting[owner][cursor[owner]][1])
+            cursor[owner] += 1
+            usage[owner] = usage.get(owner, 0.0) + typical(owner)
+        return order, blocked
+
+    def claim_next(self, queue: str, worker: str, device: str) -> tuple[RunInfo | None, bool]:
+        """Claim the run fair share says goes next in `queue` (see `dispatch_order`), for `worker`. Returns the
+        run, or None with True when runs are waiting but their owners are all at their limit of runs running at
+        once (ask again later), or None with False when nothing waits. Each candidate is taken with an atomic
+        compare-and-set (queued → running), so of several workers asking at once each gets a different run."""
+        order, blocked = self.dispatch_order(queue)
+        if not order:
+            return None, False
+        owners = dict(self._owners(order))
+        for run_id in order:
+            if owners.get(run_id) in blocked:
+                continue
+            now = time.time()
+            with self.session() as s:
+                result = s.execute(
+                    update(Run)
+                    .where(Run.id == run_id, Run.status == "queued", Run.cancel_requested.is_(False))
+                    .values(
+                        status="running", worker=worker, device=device, started_at=now, heartbeat_at=now, progress=0
+                    )
+                )
+                if result.rowcount == 1:  # type: ignore[attr-defined]
+                    row = s.get(Run, run_id)
+                    return (_info(row) if row else None), False
+        return None, any(owners.get(r) in blocked for r in order)
+
+    def _owners(self, run_ids: Sequence[int]) -> list[tuple[int, int | None]]:
+        with self.engine.connect() as conn:
+            return [
+                (rid, owner) for rid, owner in conn.execute(select(Run.id, Run.owner_id).where(Run.id.in_(run_ids)))
+            ]
 
     def finish(self, run_id: int, status: str, error: str | None = None) -> None:
         """End a running run and pack its curves. A run that is already finished keeps its first ending."""
@@ -506,6 +621,12 @@ class Store:
 
     def gpu_hours(self, owner_id: int, since: float = 0.0) -> float:
         return self.gpu_hours_by_owner(since).get(owner_id, 0.0)
+
+    def set_priority(self, run_id: int, priority: int) -> bool:
+        """Set a run's priority within its owner's queue (higher goes first); False if there is no such run."""
+        with self.session() as s:
+            result = s.execute(update(Run).where(Run.id == run_id).values(priority=priority))
+            return bool(result.rowcount)  # type: ignore[attr-defined]
 
     # --- metrics ------------------------------------------------------------------------------------------
 

@@ -75,6 +75,7 @@ class Run(Base):
     sweep_id: Mapped[int | None] = mapped_column(ForeignKey("sweeps.id", ondelete="SET NULL"), index=True)
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
     priority: Mapped[int] = mapped_column(Integer, default=0)  # within its owner's queue: higher goes first
+    queue: Mapped[str] = mapped_column(String(16), default="auto", index=True)  # the device it asked for
 
 
 class MetricValue(Base):

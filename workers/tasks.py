@@ -107,26 +107,39 @@ def _judge(store: Store, sweep_id: int | None, run_id: int, steps: int) -> Sweep
     return SweepJudge(store, run_id, sweep.id, config, steps) if config.rule != "none" else None
 
 
-@app.task(name=TRAIN_TASK)
-def train(run_id: int) -> str:
+BLOCKED_RETRY_S = 3.0
+
+
+@app.task(name=TRAIN_TASK, bind=True, max_retries=None)
+def train(self: Any, run_id: int) -> str:
+    """A message is a ticket for one run of its queue, not an order to train `run_id`: the worker takes over
+    `run_id` if it is running on a worker that went silent (the message came back), and otherwise claims the
+    run fair share says goes next in the queue (db.store.Store.dispatch_order). Every queued run has one
+    message in its queue, so every run is trained once, in the order the database decides."""
     from workers import training
 
     settings, store = get_settings(), get_store()
-    spec_row = store.get_run(run_id)
+    row = store.get_run(run_id)
+    queue = row.queue if row is not None else (self.request.delivery_info or {}).get("routing_key") or "auto"
+    device = str(training.resolve_device("cpu" if queue == "cpu" else "auto"))
+    spec_row = store.claim_stale(run_id, worker_name(), device, settings.heartbeat_timeout_s)
     if spec_row is None:
-        return "missing"
+        spec_row, blocked = store.claim_next(queue, worker_name(), device)
+        if spec_row is None:
+            if blocked:  # runs wait, but their owners are at their limit of runs at once: ask again soon
+                raise self.retry(countdown=BLOCKED_RETRY_S, queue=queue)
+            return "skipped"  # nothing waits in this queue (cancelled, finished, or taken by another worker)
+    run_id = spec_row.id
     try:
         spec = parse_spec(spec_row.spec)
-        device = training.resolve_device(spec.device)
+        torch_device = training.resolve_device(spec.device)
     except Exception as exc:
         store.finish(run_id, "failed", f"{type(exc).__name__}: {exc}")
         return "failed"
-    if store.claim(run_id, worker_name(), str(device), settings.heartbeat_timeout_s) is None:
-        return "skipped"  # cancelled while queued, finished, or running on a live worker
     sink = StoreSink(store, run_id, _judge(store, spec_row.sweep_id, run_id, spec.steps))
     try:
         try:
-            outcome = training.run(spec, sink, device)
+            outcome = training.run(spec, sink, torch_device)
         finally:
             sink.close()  # every metric is in the database before the status changes
     except Exception as exc:

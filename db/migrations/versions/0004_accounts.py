@@ -1,4 +1,5 @@
-"""Accounts: users with roles and limits, personal API tokens, and an owner and a priority on every run and sweep.
+"""Accounts: users with roles and limits, personal API tokens, an owner on every run and sweep, and what fair-share
+dispatch needs on a run: its priority and the queue (device) it asked for.
 
 Revision ID: 0004
 Revises: 0003
@@ -45,8 +46,17 @@ def upgrade() -> None:
     with op.batch_alter_table("runs") as batch:
         batch.add_column(sa.Column("owner_id", sa.Integer(), nullable=True))
         batch.add_column(sa.Column("priority", sa.Integer(), nullable=False, server_default="0"))
+        batch.add_column(sa.Column("queue", sa.String(16), nullable=False, server_default="auto"))
         batch.create_foreign_key("fk_runs_owner_id_users", "users", ["owner_id"], ["id"], ondelete="SET NULL")
         batch.create_index("ix_runs_owner_id", ["owner_id"])
+        batch.create_index("ix_runs_queue", ["queue"])
+    runs = sa.table("runs", sa.column("id", sa.Integer()), sa.column("spec", sa.JSON()),
+                    sa.column("queue", sa.String()), sa.column("status", sa.String()))  # fmt: skip
+    connection = op.get_bind()
+    for run_id, spec in connection.execute(sa.select(runs.c.id, runs.c.spec).where(runs.c.status == "queued")):
+        device = (spec or {}).get("device", "auto")
+        if device != "auto":  # the queue a queued run's message went to
+            connection.execute(sa.update(runs).where(runs.c.id == run_id).values(queue=device))
     with op.batch_alter_table("sweeps") as batch:
         batch.add_column(sa.Column("owner_id", sa.Integer(), nullable=True))
         batch.create_foreign_key("fk_sweeps_owner_id_users", "users", ["owner_id"], ["id"], ondelete="SET NULL")
@@ -59,8 +69,10 @@ def downgrade() -> None:
         batch.drop_constraint("fk_sweeps_owner_id_users", type_="foreignkey")
         batch.drop_column("owner_id")
     with op.batch_alter_table("runs") as batch:
+        batch.drop_index("ix_runs_queue")
         batch.drop_index("ix_runs_owner_id")
         batch.drop_constraint("fk_runs_owner_id_users", type_="foreignkey")
+        batch.drop_column("queue")
         batch.drop_column("priority")
         batch.drop_column("owner_id")
     op.drop_table("api_tokens")
