@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,3 +122,24 @@ def decode(text: str) -> dict[str, Any]:
     if not isinstance(data, dict) or not all(isinstance(k, str) and k.startswith("pg.") for k in data):
         raise ValueError("not a Playground setup: expected a mapping of pg.* controls")
     return data
+
+
+_LABELS = {"pg.land.name": "Landscape", "pg.sched.name": "Schedule", "pg.noise": "gradient noise σ",
+           "pg.steps": "steps", "pg.n": "optimizers", "pg.step": "Step"}  # fmt: skip
+
+
+def open_controls(lesson: Lesson) -> list[str]:
+    """The lesson's own controls (those a locked lesson leaves to students), named as the page labels them."""
+    names = []
+    for key in lesson.open:
+        if match := re.fullmatch(r"pg\.(land|sched):[^:]+:(.+)", key):
+            names.append(f"{match[2]} ({'landscape' if match[1] == 'land' else 'schedule'})")
+        elif match := re.fullmatch(r"pg\.opt(\d+):[^:]+:(.+)", key):
+            names.append(f"{match[2]} (optimizer {int(match[1]) + 1})")
+        elif match := re.fullmatch(r"pg\.opt(\d+)\.name", key):
+            names.append(f"Optimizer {int(match[1]) + 1}")
+        elif match := re.fullmatch(r"pg\.(batch|warmup)(\d+)", key):
+            names.append(f"{'batch' if match[1] == 'batch' else 'warm-up steps'} (optimizer {int(match[2]) + 1})")
+        else:
+            names.append(_LABELS.get(key, key))
+    return names

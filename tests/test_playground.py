@@ -150,3 +150,14 @@ def test_check_names_the_field_by_the_registrys_bounds() -> None:
         "optimizer 2.lr: Input should be greater than 0"
     ]
     assert check(PLAYGROUND_OPTIMIZERS, {"name": "adam", "lr": 0.01}, "optimizer 1") == []
+
+
+def test_a_locked_lessons_note_names_its_own_controls_as_the_page_labels_them() -> None:
+    from app.lessons import Lesson, open_controls
+
+    assert open_controls(LESSONS["momentum"]) == ["condition_number (landscape)", "momentum (optimizer 2)", "Step"]
+    assert open_controls(LESSONS["warmup"])[0] == "warm-up steps (optimizer 2)"
+    every_kind = ("pg.land.name", "pg.sched:cosine:warmup_steps", "pg.opt2.name", "pg.batch0", "pg.noise", "pg.n")
+    assert open_controls(Lesson("t", "t", {}, every_kind)) == [
+        "Landscape", "warmup_steps (schedule)", "Optimizer 3", "batch (optimizer 1)", "gradient noise σ", "optimizers"
+    ]  # fmt: skip

@@ -4,13 +4,14 @@ lessons a teacher can share as a URL (and lock)."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
-from app.lessons import LESSONS, decode, encode
+from app.lessons import LESSONS, decode, encode, open_controls
 from app.teaching_figures import landscape_figure, playground_loss_chart
 from app.ui import component_form, seed_component
 from models.landscapes import LANDSCAPES
@@ -79,8 +80,24 @@ if choice != (lesson_name or "—"):
 if lesson is not None:
     about.info(
         f"**{lesson.title}.** {lesson.text}"
-        + ("  \n🔒 Locked by your teacher: only some controls move." if locked_lesson else ""),
+        + (
+            "  \n🔒 Locked by your teacher: only the highlighted controls move ("
+            + ", ".join(open_controls(lesson))
+            + "); the others are the teacher's."
+            if locked_lesson
+            else ""
+        ),
         icon=":material/school:",
+    )
+if locked_lesson and lesson is not None:  # outline the students' controls (a style-only element takes no space)
+    st.html(
+        "<style>"
+        + "".join(
+            f".st-key-{re.sub(r'[^a-zA-Z0-9_-]', '-', key)} {{outline: 2px solid #f58518; outline-offset: 4px; "
+            "border-radius: 0.5rem; background: rgba(245, 133, 24, 0.08);}"
+            for key in lesson.open
+        )
+        + "</style>"
     )
 
 
@@ -131,14 +148,16 @@ def draw_controls() -> None:
             help="each step's gradient gets σ/√batch · N(0, I): a stochastic gradient",
         )
     with st.container(border=True):
+        sched = schedule["name"]
+        sched_keys = ["pg.sched.name", *(f"pg.sched:{sched}:{p.name}" for p in PLAYGROUND_SCHEDULES[sched].params)]
         component_form(
             "Schedule (every optimizer)",
             PLAYGROUND_SCHEDULES,
             "pg.sched",
             {"name": "constant"},
-            locked=locked_keys(["pg.sched.name"]),
+            locked=locked_keys(sched_keys),
         )
-    st.number_input("optimizers", 1, SLOTS, key="pg.n", disabled=locked_lesson)
+    st.number_input("optimizers", 1, SLOTS, key="pg.n", disabled=is_locked("pg.n"))
     for i, slot in enumerate(slots):
         with st.container(border=True):
             name_key = f"pg.opt{i}.name"
@@ -233,7 +252,8 @@ def draw_view() -> None:
     for problem in problems:
         st.warning(problem, icon=":material/warning:")
     st.session_state["pg.step"] = min(int(st.session_state["pg.step"]), steps)
-    step = st.slider("Step", 0, steps, key="pg.step", help="the markers and the internals below follow it")
+    follow = "the markers and the internals below follow it"
+    step = st.slider("Step", 0, steps, key="pg.step", disabled=is_locked("pg.step"), help=follow)
     st.plotly_chart(landscape_figure(landscape, runs, step), key="pg.contour")
     answer = json.dumps([land_spec, slots, schedule, steps, noise, step], sort_keys=True)
     if st.session_state.get("playground.drawn") != answer:
