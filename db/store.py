@@ -31,7 +31,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from db.engine import get_engine
-from db.tables import ApiToken, MetricValue, PackedCurve, Run, Sweep, User
+from db.tables import ApiToken, MetricValue, PackedCurve, Run, Sweep, User, Worker
 
 ACTIVE = ("queued", "running")
 FINISHED = ("completed", "failed", "diverged", "cancelled", "stopped")
@@ -141,6 +141,30 @@ def _token(row: ApiToken) -> TokenInfo:
     return TokenInfo(
         row.id, row.user_id, row.name, row.prefix, row.created_at, row.last_used_at, row.expires_at, row.revoked_at
     )
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    name: str
+    celery_name: str
+    host: str
+    kind: str
+    device: str
+    started_at: float
+    heartbeat_at: float
+    state: str
+    run_id: int | None
+    drain: bool
+    stats: dict[str, Any]
+
+    def status(self, stale_after: float, now: float | None = None) -> str:
+        """idle, training run N, draining, stopped, or lost (silent for `stale_after` s without saying it stopped)."""
+        if self.state == "stopped":
+            return "stopped"
+        if (now or time.time()) - self.heartbeat_at > stale_after:
+            return "lost"
+        doing = f"training run {self.run_id}" if self.state == "training" and self.run_id else "idle"
+        return f"draining ({doing})" if self.drain else doing
 
 
 class Conflict(ValueError):
@@ -627,6 +651,61 @@ class Store:
         with self.session() as s:
             result = s.execute(update(Run).where(Run.id == run_id).values(priority=priority))
             return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    # --- workers ------------------------------------------------------------------------------------------
+
+    def worker_heartbeat(
+        self, name: str, *, celery_name: str, host: str, kind: str, device: str, state: str, run_id: int | None,
+        stats: Mapping[str, Any],
+    ) -> bool:  # fmt: skip
+        """Record a worker's report (creating its row on the first); returns whether an admin asked it to drain."""
+        now = time.time()
+        values = {"celery_name": celery_name, "host": host, "kind": kind, "device": device, "state": state,
+                  "run_id": run_id, "stats": dict(stats), "heartbeat_at": now}  # fmt: skip
+        with self.session() as s:
+            row = s.get(Worker, name)
+            if row is None:
+                s.add(Worker(name=name, started_at=now, drain=False, **values))
+                return False
+            for key, value in values.items():
+                setattr(row, key, value)
+            return bool(row.drain)
+
+    def list_workers(self) -> list[WorkerInfo]:
+        """Every worker that has reported, the most recently heard first."""
+        with self.session() as s:
+            rows = s.scalars(select(Worker).order_by(Worker.heartbeat_at.desc()))
+            return [
+                WorkerInfo(
+                    r.name,
+                    r.celery_name,
+                    r.host,
+                    r.kind,
+                    r.device,
+                    r.started_at,
+                    r.heartbeat_at,
+                    r.state,
+                    r.run_id,
+                    bool(r.drain),
+                    dict(r.stats or {}),
+                )
+                for r in rows
+            ]
+
+    def request_drain(self, name: str, drain: bool = True) -> bool:
+        """Ask a worker to finish its run and take no more (or, with False, to take runs again)."""
+        with self.session() as s:
+            return bool(s.execute(update(Worker).where(Worker.name == name).values(drain=drain)).rowcount)  # type: ignore[attr-defined]
+
+    def worker_draining(self, name: str) -> bool:
+        with self.engine.connect() as conn:
+            return bool(conn.scalar(select(Worker.drain).where(Worker.name == name)))
+
+    def queue_lengths(self) -> dict[str, int]:
+        """Queued runs per device queue (auto, cpu, cuda)."""
+        query = select(Run.queue, func.count()).where(Run.status == "queued").group_by(Run.queue)
+        with self.engine.connect() as conn:
+            return {queue: int(n) for queue, n in conn.execute(query)}
 
     # --- metrics ------------------------------------------------------------------------------------------
 

@@ -104,3 +104,23 @@ class PackedCurve(Base):
     metric: Mapped[str] = mapped_column(String(64), primary_key=True)
     steps: Mapped[bytes] = mapped_column(LargeBinary)
     values: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Worker(Base):
+    """A worker process as it last reported itself (every few seconds, from a thread beside the training).
+    `drain` is set by an admin: the worker finishes its run and takes no more. A worker whose heartbeat is older
+    than the timeout and that did not say it stopped is lost."""
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)  # host:pid, as on the runs it trains
+    celery_name: Mapped[str] = mapped_column(String(200))
+    host: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))  # cuda or cpu: the queues it consumes
+    device: Mapped[str] = mapped_column(String(200))  # e.g. "NVIDIA H200, 139 GiB" or "CPU, 16 cores"
+    started_at: Mapped[float] = mapped_column(Float)
+    heartbeat_at: Mapped[float] = mapped_column(Float)
+    state: Mapped[str] = mapped_column(String(16))  # idle, training, stopped
+    run_id: Mapped[int | None] = mapped_column(Integer)
+    drain: Mapped[bool] = mapped_column(Boolean, default=False)
+    stats: Mapped[dict] = mapped_column(JSON)  # cpu_percent, memory_percent, gpu_util, gpu_memory_used/total

@@ -25,6 +25,7 @@ class Settings(BaseSettings):
         gt=0,
         description="a running run whose worker has been silent this long is marked failed",
     )
+    worker_report_s: float = Field(5.0, gt=0, description="a worker reports itself (Workers page) this often")
     flush_seconds: float = Field(0.5, gt=0, description="metrics reach the database at least this often")
     flush_steps: int = Field(200, ge=1, description="... or every this many steps, whichever comes first")
     auth: bool = Field(

@@ -12,6 +12,7 @@ from celery import signals
 
 from db.store import Store, worker_name
 from models.tasks import TASKS
+from workers import reporter
 from workers.celery_app import TRAIN_TASK, app
 from workers.early_stopping import EarlyStopping, decide
 from workers.settings import get_settings
@@ -121,6 +122,9 @@ def train(self: Any, run_id: int) -> str:
     settings, store = get_settings(), get_store()
     row = store.get_run(run_id)
     queue = row.queue if row is not None else (self.request.delivery_info or {}).get("routing_key") or "auto"
+    if reporter.reporter is not None and reporter.reporter.draining:  # hand the ticket on to another worker
+        app.send_task(TRAIN_TASK, args=[run_id], queue=queue)
+        return "drained"
     device = str(training.resolve_device("cpu" if queue == "cpu" else "auto"))
     spec_row = store.claim_stale(run_id, worker_name(), device, settings.heartbeat_timeout_s)
     if spec_row is None:
@@ -137,11 +141,15 @@ def train(self: Any, run_id: int) -> str:
         store.finish(run_id, "failed", f"{type(exc).__name__}: {exc}")
         return "failed"
     sink = StoreSink(store, run_id, _judge(store, spec_row.sweep_id, run_id, spec.steps))
+    if reporter.reporter is not None:
+        reporter.reporter.run_id = run_id
     try:
         try:
             outcome = training.run(spec, sink, torch_device)
         finally:
             sink.close()  # every metric is in the database before the status changes
+            if reporter.reporter is not None:
+                reporter.reporter.run_id = None
     except Exception as exc:
         log.exception("run %s failed", run_id)
         store.finish(run_id, "failed", f"{type(exc).__name__}: {exc}")
@@ -159,6 +167,13 @@ def train(self: Any, run_id: int) -> str:
 @signals.worker_shutting_down.connect
 def _on_shutdown(**_: Any) -> None:
     shutting_down.set()
+    reporter.stop()
+
+
+@signals.worker_ready.connect
+def _start_reporting(sender: Any = None, **_: Any) -> None:
+    """Report this worker every few seconds (device, state, run, CPU/GPU use) for the Workers page."""
+    reporter.start(getattr(sender, "hostname", "") or "", get_settings().worker_report_s)
 
 
 @signals.worker_init.connect

@@ -1,5 +1,5 @@
 """Accounts: users with roles and limits, personal API tokens, an owner on every run and sweep, and what fair-share
-dispatch needs on a run: its priority and the queue (device) it asked for.
+dispatch needs on a run: its priority and the queue (device) it asked for; and the workers as they report themselves.
 
 Revision ID: 0004
 Revises: 0003
@@ -43,6 +43,20 @@ def upgrade() -> None:
     )
     op.create_index("ix_api_tokens_user_id", "api_tokens", ["user_id"])
     op.create_index("ix_api_tokens_prefix", "api_tokens", ["prefix"])
+    op.create_table(
+        "workers",
+        sa.Column("name", sa.String(200), primary_key=True),
+        sa.Column("celery_name", sa.String(200), nullable=False),
+        sa.Column("host", sa.String(200), nullable=False),
+        sa.Column("kind", sa.String(16), nullable=False),
+        sa.Column("device", sa.String(200), nullable=False),
+        sa.Column("started_at", sa.Float(), nullable=False),
+        sa.Column("heartbeat_at", sa.Float(), nullable=False),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("run_id", sa.Integer()),
+        sa.Column("drain", sa.Boolean(), nullable=False, server_default=sa.false()),
+        sa.Column("stats", sa.JSON(), nullable=False),
+    )
     with op.batch_alter_table("runs") as batch:
         batch.add_column(sa.Column("owner_id", sa.Integer(), nullable=True))
         batch.add_column(sa.Column("priority", sa.Integer(), nullable=False, server_default="0"))
@@ -75,5 +89,6 @@ def downgrade() -> None:
         batch.drop_column("queue")
         batch.drop_column("priority")
         batch.drop_column("owner_id")
+    op.drop_table("workers")
     op.drop_table("api_tokens")
     op.drop_table("users")

@@ -1,0 +1,123 @@
+"""A worker's report of itself, every few seconds from a thread beside the training: its device, what it is
+doing, CPU and memory use (and the GPU's, through NVML, where there is one). The Workers page reads these rows;
+an admin's drain request comes back in the answer, and the worker then stops consuming its queues (it finishes
+the run it has)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+
+log = logging.getLogger(__name__)
+
+
+def describe_device(kind: str) -> str:
+    """What the worker trains on, in words: the GPU's name and memory, or the CPU's cores."""
+    import os
+
+    if kind == "cuda":
+        import torch
+
+        props = torch.cuda.get_device_properties(0)
+        return f"{props.name}, {props.total_memory / 2**30:.0f} GiB"
+    return f"CPU, {os.cpu_count()} cores"
+
+
+def sample_stats(kind: str) -> dict[str, float]:
+    """CPU and memory of this machine; the GPU's utilisation and memory where NVML answers."""
+    import psutil
+
+    stats: dict[str, float] = {
+        "cpu_percent": float(psutil.cpu_percent(interval=None)),
+        "memory_percent": float(psutil.virtual_memory().percent),
+    }
+    if kind == "cuda":
+        try:
+            import os
+
+            import pynvml
+
+            pynvml.nvmlInit()
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0] or "0"
+            handle = pynvml.nvmlDeviceGetHandleByIndex(int(visible) if visible.isdigit() else 0)
+            util, memory = pynvml.nvmlDeviceGetUtilizationRates(handle), pynvml.nvmlDeviceGetMemoryInfo(handle)
+            stats.update(gpu_util_percent=float(util.gpu), gpu_memory_used=float(memory.used),
+                         gpu_memory_total=float(memory.total))  # fmt: skip
+        except Exception as exc:  # no NVML (a container without the driver's library): CPU figures only
+            log.debug("NVML unavailable: %s", exc)
+    return stats
+
+
+class Reporter(threading.Thread):
+    def __init__(self, name: str, celery_name: str, kind: str, queues: list[str], interval: float) -> None:
+        super().__init__(name="optlab-reporter", daemon=True)
+        self.worker, self.celery_name, self.kind, self.queues, self.interval = name, celery_name, kind, queues, interval
+        self.device = describe_device(kind)
+        self.run_id: int | None = None
+        self.draining = False
+        self.stopped = threading.Event()
+
+    def report(self, state: str | None = None) -> bool:
+        from workers.tasks import get_store
+
+        drain = get_store().worker_heartbeat(
+            self.worker, celery_name=self.celery_name, host=socket.gethostname(), kind=self.kind, device=self.device,
+            state=state or ("training" if self.run_id else "idle"), run_id=self.run_id, stats=sample_stats(self.kind),
+        )  # fmt: skip
+        if drain and not self.draining:
+            self.draining = True
+            self._stop_consuming()
+        elif not drain and self.draining:
+            self.draining = False
+            self._resume_consuming()
+        return drain
+
+    def _stop_consuming(self) -> None:
+        from workers.celery_app import app
+
+        for queue in self.queues:  # applied by the worker's own loop, between runs
+            app.control.cancel_consumer(queue, destination=[self.celery_name])
+        log.warning("draining: this worker finishes its run and takes no more")
+
+    def _resume_consuming(self) -> None:
+        from workers.celery_app import app
+
+        for queue in self.queues:
+            app.control.add_consumer(queue, destination=[self.celery_name])
+        log.warning("no longer draining: this worker takes runs again")
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            try:
+                self.report()
+            except Exception:  # a database hiccup must not end the reports
+                log.exception("worker report failed")
+
+    def stop(self) -> None:
+        self.stopped.set()
+        try:
+            self.report(state="stopped")
+        except Exception:
+            log.exception("last worker report failed")
+
+
+reporter: Reporter | None = None
+
+
+def start(celery_name: str, interval: float) -> Reporter:
+    global reporter
+    import torch
+
+    from db.store import worker_name
+
+    kind = "cuda" if torch.cuda.is_available() else "cpu"
+    reporter = Reporter(worker_name(), celery_name, kind, [kind, "auto"], interval)
+    reporter.report()
+    reporter.start()
+    return reporter
+
+
+def stop() -> None:
+    if reporter is not None:
+        reporter.stop()
