@@ -16,5 +16,5 @@ COPY alembic.ini pyproject.toml ./
 
 RUN useradd --create-home optlab && mkdir -p data && chown optlab data
 USER optlab
-EXPOSE 8501
+EXPOSE 8501 8502
 CMD ["python", "-m", "app.web", "--server.address", "0.0.0.0", "--server.port", "8501"]
