@@ -149,3 +149,30 @@ def ensure_first_admin(store: Store, name: str | None, password: str | None) -> 
         store.create_user(name, "admin", hash_password(password))
         return True
     return False
+
+
+# --- browser sessions ------------------------------------------------------------------------------------------
+
+SESSION_COOKIE = "optlab_session"
+
+
+def start_web_session(store: Store, who: Principal, hours: float) -> str:
+    """A new browser login lasting `hours`; returns the token for the cookie (the database keeps its digest)."""
+    import time
+
+    token = secrets.token_urlsafe(32)
+    store.create_web_session(who.id, _digest(token), time.time() + hours * 3600)
+    return token
+
+
+def web_session_principal(store: Store, token: str | None) -> Principal | None:
+    """Who a browser's cookie logs in, or None (no cookie, unknown, or expired)."""
+    if not token or len(token) > 200:
+        return None
+    user = store.web_session_user(_digest(token))
+    return Principal.of(user) if user else None
+
+
+def end_web_session(store: Store, token: str | None) -> None:
+    if token:
+        store.end_web_session(_digest(token))

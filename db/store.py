@@ -31,7 +31,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from db.engine import get_engine
-from db.tables import ApiToken, MetricValue, PackedCurve, Run, Sweep, User, Worker
+from db.tables import ApiToken, MetricValue, PackedCurve, Run, Sweep, User, WebSession, Worker
 
 ACTIVE = ("queued", "running")
 FINISHED = ("completed", "failed", "diverged", "cancelled", "stopped")
@@ -574,6 +574,7 @@ class Store:
         """Delete an account and its tokens; its runs and sweeps stay, without an owner."""
         with self.session() as s:
             s.execute(delete(ApiToken).where(ApiToken.user_id == user_id))
+            s.execute(delete(WebSession).where(WebSession.user_id == user_id))
             s.execute(update(Run).where(Run.owner_id == user_id).values(owner_id=None))
             s.execute(update(Sweep).where(Sweep.owner_id == user_id).values(owner_id=None))
             result = s.execute(delete(User).where(User.id == user_id))
@@ -615,6 +616,26 @@ class Store:
             query = query.where(ApiToken.user_id == user_id)
         with self.session() as s:
             return bool(s.execute(query.values(revoked_at=time.time())).rowcount)  # type: ignore[attr-defined]
+
+    def create_web_session(self, user_id: int, digest: str, expires_at: float) -> None:
+        with self.session() as s:
+            s.execute(delete(WebSession).where(WebSession.expires_at < time.time()))  # tidy as we go
+            s.add(WebSession(user_id=user_id, digest=digest, created_at=time.time(), expires_at=expires_at))
+
+    def web_session_user(self, digest: str) -> UserInfo | None:
+        """The account logged in with this (unexpired) browser session, or None."""
+        query = (
+            select(User)
+            .join(WebSession, WebSession.user_id == User.id)
+            .where(WebSession.digest == digest, WebSession.expires_at > time.time())
+        )
+        with self.session() as s:
+            row = s.scalars(query).first()
+            return _user(row) if row else None
+
+    def end_web_session(self, digest: str) -> None:
+        with self.session() as s:
+            s.execute(delete(WebSession).where(WebSession.digest == digest))
 
     def active_counts(self, owner_id: int) -> dict[str, int]:
         """How many of the user's runs are queued and running now."""

@@ -46,6 +46,18 @@ class ApiToken(Base):
     revoked_at: Mapped[float | None] = mapped_column(Float)
 
 
+class WebSession(Base):
+    """A browser's login: the cookie holds a random token, the database its SHA-256 digest and when it expires."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
+
+
 class Sweep(Base):
     __tablename__ = "sweeps"
 

@@ -163,3 +163,16 @@ def test_cli_submit_over_quota_exits_2_and_queues_nothing(stack: Stack) -> None:
     assert stack.store.list_runs() == []
     unknown = stack.cli("submit", "-", stdin="task: quadratic\noptimizer: sgd\n", OPTLAB_USER="nobody")
     assert unknown.returncode == 2 and "OPTLAB_USER" in unknown.stderr
+
+
+def test_browser_sessions_expire_and_end(store: Store) -> None:
+    from app.accounts import end_web_session, start_web_session, web_session_principal
+
+    alice = Principal(store.create_user("alice", "member"), "alice", "member")
+    token = start_web_session(store, alice, hours=1)
+    assert web_session_principal(store, token) == alice
+    assert web_session_principal(store, token + "x") is None and web_session_principal(store, None) is None
+    end_web_session(store, token)
+    assert web_session_principal(store, token) is None
+    expired = start_web_session(store, alice, hours=-1)
+    assert web_session_principal(store, expired) is None

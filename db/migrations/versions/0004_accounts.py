@@ -44,6 +44,15 @@ def upgrade() -> None:
     op.create_index("ix_api_tokens_user_id", "api_tokens", ["user_id"])
     op.create_index("ix_api_tokens_prefix", "api_tokens", ["prefix"])
     op.create_table(
+        "web_sessions",
+        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+        sa.Column("user_id", sa.Integer(), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("digest", sa.String(64), nullable=False, unique=True),
+        sa.Column("created_at", sa.Float(), nullable=False),
+        sa.Column("expires_at", sa.Float(), nullable=False),
+    )
+    op.create_index("ix_web_sessions_user_id", "web_sessions", ["user_id"])
+    op.create_table(
         "workers",
         sa.Column("name", sa.String(200), primary_key=True),
         sa.Column("celery_name", sa.String(200), nullable=False),
@@ -90,5 +99,6 @@ def downgrade() -> None:
         batch.drop_column("priority")
         batch.drop_column("owner_id")
     op.drop_table("workers")
+    op.drop_table("web_sessions")
     op.drop_table("api_tokens")
     op.drop_table("users")
