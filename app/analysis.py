@@ -386,3 +386,38 @@ def axis_example(field: str, kind: str, default: Any = None, choices: Sequence[s
     if isinstance(default, float) and math.isfinite(default) and default > 0:
         return f"{default:g}, {default * 10:g}" if values else f"{default / 10:g}, {default * 10:g}"
     return "0, 0.1" if values else "0, 1"
+
+
+@dataclass(frozen=True)
+class QueueSpot:
+    position: int  # 1 = next to start in its queue
+    queue: str
+    starts_in: float | None  # seconds, estimated; None when no live worker takes this queue
+
+
+def queue_estimates(
+    orders: Mapping[str, Sequence[int]],
+    workers: Sequence[tuple[str, float]],
+    typical_seconds: float,
+) -> dict[int, QueueSpot]:
+    """Each queued run's place in its queue and when it should start.
+
+    `orders` is each queue's fair-share order (Store.dispatch_order); `workers` lists the live workers that take
+    runs as (kind, seconds until their current run ends: 0 when idle). A `cuda` worker takes the `cuda` and
+    `auto` queues, a `cpu` worker `cpu` and `auto`. Each run is handed to whichever able worker is free first and
+    then holds it for `typical_seconds` (the median length of recent runs). Queues are simulated one after
+    another, `cpu` and `cuda` before `auto`, a rough but honest estimate: the page says "about".
+    """
+    free = [(kind, max(0.0, left)) for kind, left in workers]
+    spots: dict[int, QueueSpot] = {}
+    for queue in ("cuda", "cpu", "auto"):
+        able = [i for i, (kind, _) in enumerate(free) if queue == "auto" or kind == queue]
+        for position, run_id in enumerate(orders.get(queue, ()), start=1):
+            if not able:
+                spots[run_id] = QueueSpot(position, queue, None)
+                continue
+            i = min(able, key=lambda j: free[j][1])
+            kind, at = free[i]
+            spots[run_id] = QueueSpot(position, queue, at)
+            free[i] = (kind, at + typical_seconds)
+    return spots

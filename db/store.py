@@ -381,6 +381,15 @@ class Store:
             usage[owner] = usage.get(owner, 0.0) + typical(owner)
         return order, blocked
 
+    def typical_run_seconds(self, window_s: float = 7 * 24 * 3600.0, default: float = 60.0) -> float:
+        """The median length of the runs that finished in the last `window_s` seconds (for queue estimates)."""
+        query = select(Run.started_at, Run.finished_at).where(
+            Run.status == "completed", Run.started_at.is_not(None), Run.finished_at > time.time() - window_s
+        )
+        with self.engine.connect() as conn:
+            lengths = [finished - started for started, finished in conn.execute(query) if started and finished]
+        return float(np.median(lengths)) if lengths else default
+
     def claim_next(self, queue: str, worker: str, device: str) -> tuple[RunInfo | None, bool]:
         """Claim the run fair share says goes next in `queue` (see `dispatch_order`), for `worker`. Returns the
         run, or None with True when runs are waiting but their owners are all at their limit of runs running at

@@ -297,3 +297,15 @@ def test_an_axis_example_fits_its_field() -> None:
     assert axis_example("optimizer.weight_decay", "values", 0.01) == "0.01, 0.1"
     assert axis_example("optimizer.weight_decay", "log range", 0.01) == "0.001, 0.1"
     assert axis_example("optimizer.weight_decay", "values", 0.0) == "0, 0.1"
+
+
+def test_queue_estimates_by_hand() -> None:
+    from app.analysis import queue_estimates
+
+    # two CPU workers: one idle, one busy for 30 s more; runs of 100 s; a cuda run with no GPU worker
+    spots = queue_estimates({"auto": [11, 12, 13], "cuda": [21]}, [("cpu", 0.0), ("cpu", 30.0)], 100.0)
+    assert [(spots[r].position, spots[r].starts_in) for r in (11, 12, 13)] == [(1, 0.0), (2, 30.0), (3, 100.0)]
+    assert spots[21].position == 1 and spots[21].queue == "cuda" and spots[21].starts_in is None
+    # a cpu run is served before auto runs by the same workers
+    spots = queue_estimates({"auto": [1], "cpu": [2]}, [("cpu", 0.0)], 60.0)
+    assert spots[2].starts_in == 0.0 and spots[1].starts_in == 60.0
