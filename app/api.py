@@ -296,6 +296,7 @@ class RunOut(Model):
     owner_id: int | None
     sweep_id: int | None
     priority: int
+    queue: str = Field(description="the device queue it asked for: auto, cpu or cuda")
     progress: int = Field(description="steps done")
     steps: int
     eta_seconds: float | None = Field(description="at the pace so far; None unless running")
@@ -313,7 +314,7 @@ class RunOut(Model):
     def of(cls, run: RunInfo, owners: dict[int, str]) -> "RunOut":
         return cls(
             id=run.id, name=run.name, status=run.status, owner=owners.get(run.owner_id or -1), owner_id=run.owner_id,
-            sweep_id=run.sweep_id, priority=run.priority, progress=run.progress, steps=run.steps,
+            sweep_id=run.sweep_id, priority=run.priority, queue=run.queue, progress=run.progress, steps=run.steps,
             eta_seconds=run.eta_seconds(), created_at=run.created_at, started_at=run.started_at,
             finished_at=run.finished_at, heartbeat_at=run.heartbeat_at, worker=run.worker, device=run.device,
             cancel_requested=run.cancel_requested, error=run.error, spec=run.spec,
