@@ -399,9 +399,9 @@ class Remote:
                 token = ""
         return cls(args.server, token or None)
 
-    def call(self, method: str, path: str, missing: str = "run_id", **kwargs: Any) -> Any:
+    def call(self, method: str, path: str, missing: str = "run_id", refused: str = "token", **kwargs: Any) -> Any:
         """The response of a successful call; otherwise print why and exit. `missing` names the argument a 404
-        is about."""
+        is about, `refused` what a 401 is about."""
         import httpx
 
         try:
@@ -420,8 +420,10 @@ class Remote:
         if response.status_code >= 500:
             print(f"error: server: {response.status_code} {detail}", file=sys.stderr)
             raise SystemExit(1)
-        if response.status_code == 401:
+        if response.status_code == 401 and refused == "token":
             print(f"error: token: {detail} (OPTLAB_TOKEN, or {token_path()})", file=sys.stderr)
+        elif response.status_code == 401:
+            print(f"error: {refused}: {detail}", file=sys.stderr)
         elif response.status_code == 404:
             print(f"error: {missing}: {detail}", file=sys.stderr)
         elif response.status_code == 422 and isinstance(body.get("errors"), list):
@@ -486,7 +488,7 @@ def remote_sweep(args: argparse.Namespace) -> int:
 def remote_status(args: argparse.Namespace) -> int:
     remote = Remote.from_args(args)
     if args.run_id is None:
-        runs = remote.call("GET", "/runs").json()
+        runs = remote.call("GET", "/runs", params={"limit": 10_000}).json()
         if not runs:
             print("no runs yet: python -m app.cli --server URL submit SPEC.yaml")
         for data in runs:
@@ -550,7 +552,8 @@ def remote_token(args: argparse.Namespace) -> int:
         else:
             password = sys.stdin.readline().rstrip("\n")
         remote.client.headers.pop("Authorization", None)
-        created = remote.call("POST", "/tokens", json=body, auth=httpx.BasicAuth(args.login, password)).json()
+        login = httpx.BasicAuth(args.login, password)
+        created = remote.call("POST", "/tokens", refused="--login", json=body, auth=login).json()
     else:
         created = remote.call("POST", "/tokens", json=body).json()
     owner = args.login or remote.call("GET", "/me").json()["name"]

@@ -140,6 +140,27 @@ def test_bad_input_through_the_server_is_reported_like_locally(server: Server) -
     assert plan.returncode == 0 and plan.stdout.split("\n")[:2] == ["s [lr=0.01]", "s [lr=0.1]"]
     assert server.stack.store.list_runs() == []
     assert server.cli("alice", "user", "list").returncode == 2  # accounts are managed on the server itself
+    queued = server.cli("alice", "sweep", "-", stdin=sweep)
+    assert queued.returncode == 0 and "2 runs queued" in queued.stderr, queued.stderr
+    alice = server.stack.store.get_user(name="alice")
+    assert {r.owner_id for r in server.stack.store.list_runs(sweep_id=int(queued.stdout))} == {alice.id}  # type: ignore[union-attr]
+
+
+def test_a_first_token_with_a_password(server: Server) -> None:
+    from app.accounts import hash_password
+
+    bob = server.stack.store.get_user(name="bob")
+    assert bob is not None
+    server.stack.store.update_user(bob.id, password_hash=hash_password("a long password"))
+    wrong = server.cli(None, "token", "create", "cli", "--login", "bob", "--password-stdin", stdin="nope\n")
+    assert wrong.returncode == 2 and "error: --login: wrong name or password" in wrong.stderr
+    made = server.cli(None, "token", "create", "cli", "--login", "bob", "--password-stdin", "--save",
+                      stdin="a long password\n")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    saved = server.stack.tmp / "config" / "optlab" / "token"
+    assert saved.read_text().strip() == made.stdout.strip() and saved.stat().st_mode & 0o077 == 0
+    listed = server.cli(None, "token", "list")  # with the saved token
+    assert listed.returncode == 0 and " cli " in listed.stdout
 
 
 def test_the_token_file_and_an_unreachable_server(server: Server) -> None:
