@@ -11,12 +11,14 @@ from app.analysis import Band, ema_smooth, group_band, legend_labels, short_fiel
 from app.curves import X_AXES, CurveCache
 from app.export import flatten_dict
 from app.figures import Curve, compare_chart
+from app.session import signed_in
 from app.ui import get_store, run_label
 from db.store import ACTIVE, RunInfo
 from workers.metrics import LABELS
 
 st.title("Compare runs")
 store = get_store()
+signed_in(store)
 
 sweeps = {s.id: s for s in store.list_sweeps()}
 all_runs = store.list_runs()

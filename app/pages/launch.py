@@ -7,12 +7,14 @@ from typing import Any
 import streamlit as st
 import yaml
 
+from app.accounts import allowed
 from app.figures import schedule_preview
+from app.session import guard, refusals, signed_in
 from app.ui import component_form, get_store, widget_value
 from db.store import Store
 from models.tasks import TASKS
 from workers.batching import BATCH_POLICIES
-from workers.celery_app import QueueUnavailable, submit  # imported with the page, not on the first click
+from workers.celery_app import QueueUnavailable, QuotaExceeded, submit  # imported with the page, not on the first click
 from workers.optimizers import OPTIMIZERS
 from workers.schedules import SCHEDULES, curve
 from workers.spec import COMPONENTS, FieldError, RunSpec, SpecError, parse_spec
@@ -48,6 +50,15 @@ def logged_lr(store: Store) -> dict[str, tuple[list[int], list[float]]]:
 
 st.title("Launch a run")  # first, so the page says what it is before any database work
 store = get_store()
+who = signed_in(store)
+if not allowed(who, "launch"):
+    st.info(
+        "Your account can read everything here (runs, sweeps, curves, the Playground and the Reference) but not "
+        "launch runs. Ask an admin for the member role.",
+        icon=":material/visibility:",
+    )
+    st.page_link("pages/runs.py", label="See the runs", icon=":material/table_rows:")
+    st.stop()
 clone = st.query_params.get("clone")
 if clone and clone.isdigit() and st.session_state.get("cloned_from") != int(clone):
     source = store.get_run(int(clone))
@@ -121,12 +132,16 @@ if launched:
     if spec is None:
         side.error("Nothing was queued: fix the fields listed above first.")
     else:
-        try:
-            run_id = submit(store, spec)
-        except QueueUnavailable as exc:
-            side.error(f"Nothing is running it: {exc}")
-        else:
-            st.session_state["last_launched"] = run_id
+        with refusals(side):
+            owner = guard("launch")  # again, right before acting: a role changed or a logout since counts
+            try:
+                run_id = submit(store, spec, owner_id=owner.id)
+            except QuotaExceeded as exc:
+                side.error(str(exc), icon=":material/block:")
+            except QueueUnavailable as exc:
+                side.error(f"Nothing is running it: {exc}")
+            else:
+                st.session_state["last_launched"] = run_id
 
 if last := st.session_state.get("last_launched"):
     side.success(f"Run #{last} queued.")

@@ -6,6 +6,8 @@ import pandas as pd
 import streamlit as st
 
 from app.figures import schedule_preview
+from app.session import signed_in
+from app.ui import get_store
 from models.tasks import TASKS
 from workers.batching import BATCH_POLICIES
 from workers.optimizers import OPTIMIZERS
@@ -13,6 +15,7 @@ from workers.registry import Entry, Registry
 from workers.schedules import SCHEDULES, curve
 
 st.title("Reference")
+signed_in(get_store())
 st.caption(
     "Everything you can choose on the Launch page, from the same registries the worker uses. "
     "`python -m app.cli list optimizers` prints the same from a terminal."

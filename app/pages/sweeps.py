@@ -11,6 +11,7 @@ import streamlit as st
 import yaml
 
 from app import analysis
+from app.accounts import allowed
 from app.export import (
     SUMMARY_METRICS,
     flatten_dict,
@@ -21,11 +22,12 @@ from app.export import (
     summary_frame,
 )
 from app.figures import best_lr_chart, heatmap, parallel_chart, sensitivity_chart, time_to_target_chart
+from app.session import auth_on, guard, owner_names, refusing, show_refused, signed_in
 from app.ui import component_form, fmt_seconds, get_store, reap_lost_runs
-from db.store import ACTIVE, FINISHED, RERUNNABLE, RunInfo, Store, higher_is_better
+from db.store import ACTIVE, FINISHED, RERUNNABLE, RunInfo, Store, SweepInfo, higher_is_better
 from models.tasks import TASKS
 from workers.batching import BATCH_POLICIES
-from workers.celery_app import QueueUnavailable, rerun, submit_sweep
+from workers.celery_app import QueueUnavailable, QuotaExceeded, rerun, submit_sweep
 from workers.metrics import METRIC_NAMES
 from workers.optimizers import OPTIMIZERS
 from workers.schedules import SCHEDULES
@@ -44,6 +46,8 @@ DEFAULT_AXES = [
 st.title("Sweeps")  # first, so the page says what it is before any database work
 store = get_store()
 reap_lost_runs(store)
+who = signed_in(store)
+owners = owner_names(store) if auth_on() else {}
 
 
 def sweepable(base: dict[str, Any]) -> list[str]:
@@ -101,6 +105,13 @@ def _number(value: Any) -> Any:
 
 
 def builder() -> None:
+    show_refused()
+    if not allowed(who, "launch"):
+        st.info(
+            "Your account can read sweeps and what won, but not queue them. Ask an admin for the member role.",
+            icon=":material/visibility:",
+        )
+        return
     bounds = (st.query_params.get("lr_low"), st.query_params.get("lr_high"))  # from the Laws page's range test
     if all(bounds) and st.session_state.get("sw.prefilled") != bounds:
         st.session_state.update(
@@ -239,10 +250,15 @@ def builder() -> None:
             st.error(problem)
 
 
+@refusing
 def queue(sweep: SweepSpec, specs: list[RunSpec]) -> None:
     """The Queue button's callback: it runs before the page, so it may switch the view to the new sweep."""
+    who = guard("launch")  # again on the server: the button may be older than a change of role or a logout
     try:
-        sweep_id = submit_sweep(store, sweep.name, sweep.model_dump(mode="json"), specs)
+        sweep_id = submit_sweep(store, sweep.name, sweep.model_dump(mode="json"), specs, owner_id=who.id)
+    except QuotaExceeded as exc:
+        st.session_state["sw.queue_error"] = str(exc)
+        return
     except QueueUnavailable as exc:
         st.session_state["sw.queue_error"] = f"Nothing is running it: {exc}"
         return
@@ -250,7 +266,30 @@ def queue(sweep: SweepSpec, specs: list[RunSpec]) -> None:
     st.session_state["sweeps.chosen"] = sweep_id
 
 
-def progress_panel(sweep_id: int) -> None:
+@refusing
+def cancel(run_ids: list[int]) -> None:
+    """Cancel Sweep: those of these runs still queued or running, each checked against its owner now."""
+    doomed = [r for r in store.list_runs(ids=run_ids) if r.status in ACTIVE]
+    for run in doomed:
+        guard("cancel", run.owner_id)
+    for run in doomed:
+        store.request_cancel(run.id)
+
+
+@refusing
+def rerun_failed(run_ids: list[int]) -> None:
+    """Re-run failed: reset these runs (those that did not complete) and queue them again."""
+    again = [r for r in store.list_runs(ids=run_ids) if r.status in RERUNNABLE]
+    for run in again:
+        guard("rerun", run.owner_id)
+    try:
+        rerun(store, [r.id for r in again])
+    except QueueUnavailable as exc:
+        st.session_state["sw.queue_error"] = f"Nothing is running it: {exc}"
+
+
+def progress_panel(sweep: SweepInfo) -> None:
+    sweep_id = sweep.id
     runs = store.list_runs(sweep_id=sweep_id)
     counts = pd.Series([r.status for r in runs]).value_counts().to_dict()
     total, finished = len(runs), sum(counts.get(s, 0) for s in FINISHED)
@@ -267,23 +306,28 @@ def progress_panel(sweep_id: int) -> None:
     st.caption(" · ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     active = [r.id for r in runs if r.status in ACTIVE]
     failed = [r.id for r in runs if r.status in RERUNNABLE]
+    show_refused()
+    if problem := st.session_state.pop("sw.queue_error", None):
+        st.error(problem)
     b1, b2, b3 = st.columns(3)
-    if b1.button(f"Cancel sweep ({len(active)} active)", disabled=not active, width="stretch", key="sweep.cancel"):
-        for run_id in active:
-            store.request_cancel(run_id)
-        st.rerun()
-    if b2.button(
-        f"Re-run failed ({len(failed)})",
-        disabled=not failed,
-        width="stretch",
-        key="sweep.rerun",
-        help="failed, diverged, cancelled and stopped runs: reset and queued again",
-    ):
-        try:
-            rerun(store, failed)
-        except QueueUnavailable as exc:
-            st.error(f"Nothing is running it: {exc}")
-        st.rerun()
+    owned = {sweep.owner_id, *(r.owner_id for r in runs)}  # one owner: the sweep's
+    if all(allowed(who, "cancel", owner) for owner in owned):  # an admin, or the sweep's owner
+        b1.button(
+            f"Cancel sweep ({len(active)} active)", disabled=not active, width="stretch", key="sweep.cancel",
+            on_click=cancel, args=(active,),
+        )  # fmt: skip
+    if all(allowed(who, "rerun", owner) for owner in owned):
+        b2.button(
+            f"Re-run failed ({len(failed)})", disabled=not failed, width="stretch", key="sweep.rerun",
+            help="failed, diverged, cancelled and stopped runs: reset and queued again", on_click=rerun_failed,
+            args=(failed,),
+        )  # fmt: skip
+    if not allowed(who, "cancel", sweep.owner_id):
+        b1.caption(
+            f"This sweep belongs to {owners.get(sweep.owner_id, '—')}: only they or an admin may cancel or re-run it."
+            if allowed(who, "launch")
+            else "Your account can read sweeps, not change them."
+        )
     group = analysis.compare_group([flatten_dict(r.spec) for r in runs])  # seeds folded into bands
     b3.page_link(
         "pages/compare.py",
@@ -417,6 +461,11 @@ def analysis_panel(sweep_id: int, runs: list[RunInfo]) -> None:
 
 def viewer(store: Store) -> None:
     sweeps = {s.id: s for s in store.list_sweeps()}
+    if owners and sweeps and st.toggle("Only mine", key="sweeps.mine"):
+        sweeps = {i: s for i, s in sweeps.items() if s.owner_id == who.id}
+        if not sweeps:
+            st.info("You have no sweeps yet. Build one under **New sweep**.", icon=":material/info:")
+            return
     if not sweeps:
         st.info(
             "No sweeps yet. Build one under **New sweep**, or queue one from a file with "
@@ -434,13 +483,16 @@ def viewer(store: Store) -> None:
     # The label holds no counts: the progress bar says how far the sweep is, counted as it is drawn. A selectbox
     # whose labels change while the page is open keeps showing the old label (it was "0/8 finished" beside a
     # bar saying "8 of 8 runs finished").
-    sweep_id = st.selectbox("Sweep", list(sweeps), format_func=lambda i: f"#{i} {sweeps[i].name}", key="sweeps.chosen")
+    def label(i: int) -> str:
+        return f"#{i} {sweeps[i].name}" + (f" · {owners.get(sweeps[i].owner_id, '—')}" if owners else "")
+
+    sweep_id = st.selectbox("Sweep", list(sweeps), format_func=label, key="sweeps.chosen")
     live = any(s in ACTIVE for s in counts.get(sweep_id, {}))
     drawn_with = (sum(n for s, n in counts.get(sweep_id, {}).items() if s in FINISHED), time.monotonic())
 
     @st.fragment(run_every=2 if live else None)
     def watch() -> None:
-        progress_panel(sweep_id)
+        progress_panel(sweeps[sweep_id])
         statuses = [r.status for r in store.list_runs(sweep_id=sweep_id)]
         finished = sum(s in FINISHED for s in statuses)
         if live and analysis.refresh_due(drawn_with, finished, all(s not in ACTIVE for s in statuses)):
