@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 TOKEN_KEY = "auth.token"  # this session's login (the cookie's value): never a widget key, so no client can set it
+WROTE_KEY = "auth.cookie_written"  # this session wrote a cookie (that st.context.cookies cannot show)
 
 # Every call a page may make that changes state, and the action the guard(...) before it must name. A call that
 # is not here and not a read is refused by the coverage test (fail closed): add it here with its action first.
@@ -189,9 +190,9 @@ def sync_cookie() -> None:
     token = st.session_state.get(TOKEN_KEY)
     cookie = _cookie()
     if token and token != cookie:
-        max_age = int(get_settings().session_hours * 3600)
-        _set_cookie(token, max_age)
-    elif not token and cookie:
+        _set_cookie(token, int(get_settings().session_hours * 3600))
+        st.session_state[WROTE_KEY] = True
+    elif not token and (cookie or st.session_state.get(WROTE_KEY)):
         _set_cookie("", 0)
 
 
