@@ -9,9 +9,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from app.accounts import allowed
 from app.analysis import GAUSSIAN_L1_L2, ScalingRun, scaling_summary, suggest_lr_range
 from app.curves import CurveCache
 from app.figures import metric_chart, schedule_preview
+from app.session import guard, refusals, signed_in
 from app.teaching_figures import (
     range_test_chart,
     scaling_curves_chart,
@@ -22,7 +24,7 @@ from app.teaching_figures import (
 from app.ui import get_store, run_label
 from db.store import ACTIVE, FINISHED
 from models.tasks import TASKS
-from workers.celery_app import QueueUnavailable, submit, submit_sweep
+from workers.celery_app import QueueUnavailable, QuotaExceeded, submit, submit_sweep
 from workers.optimizers import OPTIMIZERS
 from workers.scaling import scaling_experiment, step_law, step_law_grid
 from workers.schedules import SCHEDULES, curve
@@ -30,6 +32,8 @@ from workers.spec import SpecError, parse_spec
 
 st.title("Laws")  # first: drawn before the database is opened and queried
 store = get_store()
+who = signed_in(store)
+may_launch = allowed(who, "launch")
 st.caption(
     "Experiments that show a result from the papers on real runs. Each queues ordinary runs or sweeps, so "
     "their curves are also on the Compare and Sweeps pages."
@@ -118,26 +122,31 @@ with range_tab:
     steps = c4.number_input("Steps", 20, 5000, 300, key="rt.steps")
     c5.write("")
     launched = None
-    if c5.button("Run a range test", type="primary", key="rt.go"):
-        try:
-            spec = parse_spec(
-                {
-                    "name": f"range test {optimizer} B={batch} {task}",
-                    "task": task,
-                    "steps": int(steps),
-                    "optimizer": {"name": optimizer, "lr": 10.0},
-                    "eval_every": int(steps),
-                    "schedule": {"name": "range-test", "start_lr": 1e-7},
-                    "batch": {"size": int(batch)},
-                }
-            )
-            launched = submit(store, spec)
-        except SpecError as exc:
-            st.error("\n".join(f"`{e.field}`: {e.message}" for e in exc.errors))
-        except QueueUnavailable as exc:
-            st.error(f"Nothing is running it: {exc}")
-        else:
-            st.success(f"Range test #{launched} queued; it appears below as it runs.")
+    if c5.button("Run a range test", type="primary", key="rt.go", disabled=not may_launch,
+                 help=None if may_launch else "your account can read, not launch"):  # fmt: skip
+        with refusals():
+            acting = guard("launch")
+            try:
+                spec = parse_spec(
+                    {
+                        "name": f"range test {optimizer} B={batch} {task}",
+                        "task": task,
+                        "steps": int(steps),
+                        "optimizer": {"name": optimizer, "lr": 10.0},
+                        "eval_every": int(steps),
+                        "schedule": {"name": "range-test", "start_lr": 1e-7},
+                        "batch": {"size": int(batch)},
+                    }
+                )
+                launched = submit(store, spec, owner_id=acting.id)
+            except SpecError as exc:
+                st.error("\n".join(f"`{e.field}`: {e.message}" for e in exc.errors))
+            except QuotaExceeded as exc:
+                st.error(str(exc))
+            except QueueUnavailable as exc:
+                st.error(f"Nothing is running it: {exc}")
+            else:
+                st.success(f"Range test #{launched} queued; it appears below as it runs.")
     tests = {r.id: r for r in store.list_runs() if r.spec.get("schedule", {}).get("name") == "range-test"}
     if not tests:
         st.info("No range tests yet: run one above, per optimizer and batch size, and compare them here.")
@@ -180,17 +189,22 @@ with scaling_tab:
     plan = scaling_experiment(s_task, {"sgd": sgd_lr, "adam": adam_lr}, int(samples), train_size)
     sizes = sorted({spec["batch"]["size"] for spec in plan["linear"]})  # type: ignore[index]
     if st.button(f"Queue the experiment (2 rules × 2 optimizers × batch sizes {', '.join(map(str, sizes))})",
-                 key="sc.go"):  # fmt: skip
-        try:
-            parsed = {rule: [parse_spec(spec) for spec in specs] for rule, specs in plan.items()}  # all, then queue
-            for rule, specs in parsed.items():
-                submit_sweep(store, f"scaling-rules {rule}", {"name": f"scaling-rules {rule}", "rule": rule}, specs)
-        except SpecError as exc:
-            st.error("\n".join(f"`{e.field}`: {e.message}" for e in exc.errors))
-        except QueueUnavailable as exc:
-            st.error(f"Nothing is running it: {exc}")
-        else:
-            st.success("Queued two sweeps, 'scaling-rules linear' and 'scaling-rules sqrt'.")
+                 key="sc.go", disabled=not may_launch):  # fmt: skip
+        with refusals():
+            acting = guard("launch")
+            try:
+                parsed = {rule: [parse_spec(spec) for spec in specs] for rule, specs in plan.items()}  # all, then queue
+                for rule, specs in parsed.items():
+                    name = f"scaling-rules {rule}"
+                    submit_sweep(store, name, {"name": name, "rule": rule}, specs, owner_id=acting.id)
+            except SpecError as exc:
+                st.error("\n".join(f"`{e.field}`: {e.message}" for e in exc.errors))
+            except QuotaExceeded as exc:
+                st.error(str(exc))
+            except QueueUnavailable as exc:
+                st.error(f"Nothing is running it: {exc}")
+            else:
+                st.success("Queued two sweeps, 'scaling-rules linear' and 'scaling-rules sqrt'.")
     experiments = {str(s.spec.get("rule")): s for s in store.list_sweeps() if s.name.startswith("scaling-rules ")}
     if not experiments:
         st.info("Queue the experiment to see which rule keeps the curves aligned.")

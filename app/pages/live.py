@@ -9,10 +9,14 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from app.accounts import allowed
+from app.analysis import QueueSpot, queue_estimates
 from app.export import csv_bytes
 from app.figures import complete_step, metric_chart
+from app.session import auth_on, guard, owner_names, refusing, show_refused, signed_in
 from app.ui import fmt_age, fmt_seconds, get_store, reap_lost_runs, run_label
 from db.store import ACTIVE, RunInfo, Store
+from workers.settings import get_settings
 
 REFRESH_SECONDS = 1.0
 CHARTS = (  # title, metrics, log y
@@ -25,6 +29,31 @@ PER_STEP = ("loss", "grad_l2", "lr")  # logged at every step (val_loss only ever
 st.title("Live")  # first: drawn before the database is opened (migrated on the first visit) and queried
 store = get_store()
 reap_lost_runs(store)
+who = signed_in(store)
+owners = owner_names(store) if auth_on() else {}
+
+
+@refusing
+def cancel(run_id: int) -> None:
+    """Cancel one run, checked against its owner as the database holds it now (a stale button is refused)."""
+    run = store.get_run(run_id)
+    if run is None or run.status not in ACTIVE:
+        return
+    guard("cancel", run.owner_id)
+    store.request_cancel(run.id)
+
+
+def queue_spots() -> dict[int, QueueSpot]:
+    """Each queued run's place in its device queue (fair share's order) and an estimated start."""
+    stale = get_settings().heartbeat_timeout_s
+    live = [w for w in store.list_workers() if w.status(stale) not in ("lost", "stopped") and not w.drain]
+    running = {r.id: r for r in store.list_runs(statuses=["running"])}
+    workers = []
+    for w in live:
+        job = running.get(w.run_id) if w.run_id else None
+        workers.append((w.kind, (job.eta_seconds() or 0.0) if job else 0.0))
+    orders = {queue: store.dispatch_order(queue)[0] for queue in ("auto", "cpu", "cuda")}
+    return queue_estimates(orders, workers, store.typical_run_seconds())
 
 
 def fetch_new(store: Store, run_ids: list[int]) -> pd.DataFrame:
@@ -48,30 +77,45 @@ def fetch_new(store: Store, run_ids: list[int]) -> pd.DataFrame:
     return pd.concat(frames) if frames else fresh.iloc[:0]
 
 
-def progress_line(run: RunInfo) -> None:
+def progress_line(run: RunInfo, spot: QueueSpot | None) -> None:
     cols = st.columns([6, 1])
+    owner = f" ({owners.get(run.owner_id, '—')})" if owners else ""
     if run.status == "queued":
         device = run.spec.get("device", "auto")
         worker = {"cuda": "a GPU worker", "cpu": "a CPU worker"}.get(device, "a worker")
-        cols[0].progress(0.0, text=f"{run_label(run)} — queued {fmt_age(run.created_at)}, waiting for {worker}")
+        where = ""
+        if spot is not None:
+            starts = "no live worker takes it yet" if spot.starts_in is None else (
+                "starts next" if spot.starts_in < 1 else f"starts in about {fmt_seconds(spot.starts_in)}"
+            )  # fmt: skip
+            where = f" · #{spot.position} in the {spot.queue} queue, {starts}"
+        text = f"{run_label(run)}{owner} — queued {fmt_age(run.created_at)}, waiting for {worker}{where}"
+        cols[0].progress(0.0, text=text)
     else:
         eta = run.eta_seconds()
-        text = f"{run_label(run)} — step {run.progress}/{run.steps} · ETA {fmt_seconds(eta)} · {run.device or ''}"
+        text = (
+            f"{run_label(run)}{owner} — step {run.progress}/{run.steps} · ETA {fmt_seconds(eta)} · {run.device or ''}"
+        )
         if run.cancel_requested:
             text += " · stopping…"
         cols[0].progress(run.fraction_done, text=text)
-    if cols[1].button("Cancel", key=f"cancel-{run.id}", disabled=run.cancel_requested):
-        store.request_cancel(run.id)
-        st.rerun(scope="fragment")
+    if allowed(who, "cancel", run.owner_id):
+        cols[1].button("Cancel", key=f"cancel-{run.id}", disabled=run.cancel_requested, on_click=cancel, args=(run.id,))
 
 
 @st.fragment(run_every=REFRESH_SECONDS)
 def active_runs() -> None:
+    show_refused()
     runs = store.list_runs(statuses=ACTIVE)
     if not runs:
         st.caption("Nothing queued or running.")
-    for run in reversed(runs):  # oldest first: the order workers take them
-        progress_line(run)
+        return
+    spots = queue_spots() if any(r.status == "queued" for r in runs) else {}
+    running = [r for r in reversed(runs) if r.status == "running"]
+    place = {run_id: spot.position for run_id, spot in spots.items()}
+    queued = sorted((r for r in runs if r.status == "queued"), key=lambda r: (place.get(r.id, 10**9), r.id))
+    for run in running + queued:  # running first, then the queue in the order it will start
+        progress_line(run, spots.get(run.id))
 
 
 st.subheader("Queue")
