@@ -456,3 +456,20 @@ def test_laws_page_a_range_test_launched_joins_the_ones_drawn(stack: Stack) -> N
     second = max(r.id for r in stack.store.list_runs())
     assert at.multiselect(key="rt.runs").value == [second, first]
     assert any(f"#{second}" in c.value and "queued" in c.value for c in at.caption)  # followed as it runs
+
+
+def test_live_page_shows_each_queued_runs_place_and_an_estimated_start(stack: Stack) -> None:
+    """Two owners' queued runs in fair share's order (bob's goes second though queued last); one idle worker
+    reported: the first starts next, the second after a typical run."""
+    spec = parse_spec({"task": "moons-mlp", "optimizer": "sgd", "steps": 10}).model_dump(mode="json")
+    alice, bob = stack.store.create_user("alice", "member"), stack.store.create_user("bob", "member")
+    first, second = (stack.store.create_run(f"a{i}", spec, owner_id=alice) for i in range(2))
+    theirs = stack.store.create_run("b", spec, owner_id=bob)
+    at = app("pages/live.py")
+    texts = [p.proto.text for p in at.get("progress")]
+    assert [t.split(" — ")[0].split()[0] for t in texts] == [f"#{first}", f"#{theirs}", f"#{second}"]
+    assert "#1 in the auto queue, no live worker takes it yet" in texts[0]
+    stack.store.worker_heartbeat("host:1", celery_name="c", host="host", kind="cpu", device="CPU, 2 cores",
+                                 state="idle", run_id=None, stats={})  # fmt: skip
+    texts = [p.proto.text for p in app("pages/live.py").get("progress")]
+    assert "#1 in the auto queue, starts next" in texts[0] and "#2 in the auto queue, starts in about" in texts[1]
