@@ -12,8 +12,9 @@ import pandas as pd
 import streamlit as st
 
 from app.lessons import LESSONS, decode, encode, open_controls
+from app.session import signed_in
 from app.teaching_figures import landscape_figure, playground_loss_chart
-from app.ui import component_form, seed_component
+from app.ui import component_form, get_store, seed_component
 from models.landscapes import LANDSCAPES
 from workers.playground import (
     LEFT_OUT,
@@ -36,6 +37,7 @@ SLOT_DEFAULTS = (
 )
 
 st.title("Playground")
+signed_in(get_store())  # logins on: nobody sees the page (it reads no data, but it is part of the app)
 
 
 def load(setup: dict[str, Any], tag: str) -> None:
