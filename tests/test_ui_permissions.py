@@ -518,3 +518,14 @@ def test_with_auth_off_nothing_asks_who_you_are(stack: Stack) -> None:
     at.multiselect(key="selected").set_value([run_id]).run()
     at.button(key="runs.cancel").click().run()
     assert stack.store.get_run(run_id).status == "cancelled"  # type: ignore[union-attr]
+
+
+def test_live_shows_owners_no_cancel_on_anothers_run_and_only_mine(lab: Lab) -> None:
+    mine, theirs = lab.run("alice", name="hers"), lab.run("bob", name="his")
+    at = lab.page("alice", "live.py")
+    texts = [p.proto.text for p in at.get("progress")]
+    assert any(f"#{mine} hers (alice)" in t for t in texts) and any(f"#{theirs} his (bob)" in t for t in texts)
+    assert {b.key for b in at.button if b.key and b.key.startswith("cancel-")} == {f"cancel-{mine}"}
+    at.toggle(key="live.mine").set_value(True).run()
+    texts = [p.proto.text for p in at.get("progress")]
+    assert len(texts) == 1 and f"#{mine} hers" in texts[0]

@@ -106,11 +106,12 @@ def progress_line(run: RunInfo, spot: QueueSpot | None) -> None:
 @st.fragment(run_every=REFRESH_SECONDS)
 def active_runs() -> None:
     show_refused()
-    runs = store.list_runs(statuses=ACTIVE)
+    everyone = store.list_runs(statuses=ACTIVE)
+    runs = [r for r in everyone if not mine or r.owner_id == who.id]
     if not runs:
         st.caption("Nothing queued or running.")
         return
-    spots = queue_spots() if any(r.status == "queued" for r in runs) else {}
+    spots = queue_spots() if any(r.status == "queued" for r in runs) else {}  # places in the whole queue
     running = [r for r in reversed(runs) if r.status == "running"]
     place = {run_id: spot.position for run_id, spot in spots.items()}
     queued = sorted((r for r in runs if r.status == "queued"), key=lambda r: (place.get(r.id, 10**9), r.id))
@@ -118,10 +119,11 @@ def active_runs() -> None:
         progress_line(run, spots.get(run.id))
 
 
+mine = st.toggle("Only mine", key="live.mine", help="only your runs, in the queue and to watch") if owners else False
 st.subheader("Queue")
 active_runs()
 
-all_runs = store.list_runs()
+all_runs = [r for r in store.list_runs() if not mine or r.owner_id == who.id]
 if not all_runs:
     st.info("No runs yet. Launch one and it will appear here while it trains.")
     st.page_link("pages/launch.py", label="Launch a run", icon=":material/rocket_launch:")
