@@ -10,6 +10,14 @@ from pytorch_optimizer import AdaHessian as _AdaHessianBase
 from torch.optim import Optimizer
 
 
+def _evaluate(closure: Any) -> Any:
+    """An optimizer's optional closure (re-evaluate the loss), run with gradients on, as torch.optim's do."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 class AdaGradNorm(Optimizer):
     """AdaGrad-Norm (Ward, Wu & Bottou 2020): b_t² = b_{t−1}² + ‖g_t‖², θ ← θ − η g_t / b_t.
 
@@ -24,10 +32,7 @@ class AdaGradNorm(Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:  # type: ignore[override]
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _evaluate(closure)
         params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
         if not params:
             return loss
@@ -73,10 +78,7 @@ class Lamb(Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:  # type: ignore[override]
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _evaluate(closure)
         for group in self.param_groups:
             (beta1, beta2), eps, decay = group["betas"], group["eps"], group["weight_decay"]
             for p in group["params"]:
@@ -279,10 +281,7 @@ class Frugal(Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:  # type: ignore[override]
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _evaluate(closure)
         meta = self.param_groups[0]
         if meta["frugal_step"] % self.update_gap == 0:
             self._refresh()
@@ -500,10 +499,7 @@ class OneBitAdam(Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:  # type: ignore[override]
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _evaluate(closure)
         params = self._params()
         sizes = [p.numel() for p in params]
         grads = self.worker_grads
