@@ -49,9 +49,8 @@ NOT_FROM_PAGES = {  # the worker's side, the accounts machinery (through app.ses
 PURE = {"allowed", "require", "hash_password"}  # app.accounts: decide or compute, change nothing
 MODULES = {"workers.celery_app": celery_app, "app.accounts": accounts}
 UI_FILES = [*sorted((ROOT / "app" / "pages").glob("*.py")), ROOT / "app" / "main.py", ROOT / "app" / "ui.py"]
-# The Playground reads no data, and no page of it changes any; its signed_in(...) is still to come (another
-# engineer's page). Strict: once it asks, this fails until the entry goes.
-PENDING_SIGNED_IN: dict[str, str] = {}  # pages that do not ask yet, as strict xfails
+# Pages that do not ask who is signed in yet, each a strict xfail (once it asks, the test fails until its entry goes).
+PENDING_SIGNED_IN: dict[str, str] = {}
 
 
 def public_functions(module: object) -> set[str]:
