@@ -67,6 +67,12 @@ def reruns(page) -> int:  # type: ignore[no-untyped-def]
     return int(page.evaluate("window.__optlabReruns || 0"))
 
 
+def loaded(page) -> None:  # type: ignore[no-untyped-def]
+    """After a page.goto: wait until the page's first run has finished. "Idle" alone is also true before that run
+    has started, and an edit made while the first run is still drawing the form can reset its inputs."""
+    settle(page, 0)
+
+
 def settle(page, before: int) -> None:  # type: ignore[no-untyped-def]
     """Wait until a rerun that started after `before = reruns(page)` was read has finished and the app is idle:
     an edit's rerun, however slowly a busy machine starts it. Edits that land while a rerun is still drawing the

@@ -7,7 +7,7 @@ import re
 import pandas as pd
 import pytest
 
-from tests.conftest import IDLE_JS, Stack, reruns, settle, wait_for
+from tests.conftest import Stack, loaded, reruns, settle, wait_for
 from workers.metrics import EVERY_STEP
 from workers.optimizers import OPTIMIZERS
 
@@ -34,7 +34,7 @@ def launch(page, ui_url: str, name: str, steps: str | None = None) -> int:  # ty
     """Fill the form, press Launch; returns the run id."""
     page.goto(ui_url)
     page.get_by_text("Launch a run").first.wait_for()
-    page.wait_for_function(IDLE_JS)
+    loaded(page)  # the page's first run has finished
     before = reruns(page)
     page.get_by_label("Run name").fill(name)
     page.get_by_label("Run name").press("Enter")

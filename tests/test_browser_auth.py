@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from app.accounts import SESSION_COOKIE, hash_password, web_session_principal
-from tests.conftest import IDLE_JS, Stack, reruns, settle, wait_for
+from tests.conftest import Stack, loaded, reruns, settle, wait_for
 from workers.settings import get_settings
 from workers.spec import parse_spec
 
@@ -43,7 +43,7 @@ def owner(stack: Stack, name: str) -> int:
 
 
 def idle(page) -> None:  # type: ignore[no-untyped-def]
-    page.wait_for_function(IDLE_JS, timeout=60_000)
+    loaded(page)  # the page's first run has finished
 
 
 def session_cookie(page) -> dict | None:  # type: ignore[no-untyped-def, type-arg]

@@ -8,7 +8,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tests.conftest import IDLE_JS, Stack
+from tests.conftest import Stack, loaded
 
 pytestmark = [pytest.mark.browser]
 
@@ -34,7 +34,7 @@ def test_every_page_loads_from_the_local_server_only_and_offers_no_deploy_button
         current["page"] = name
         page.goto(f"{ui_url}/{name}")
         page.locator('[data-testid="stMain"] h1').first.wait_for(timeout=60_000)
-        page.wait_for_function(IDLE_JS, timeout=60_000)
+        loaded(page)  # the page's first run has finished
         page.locator('[data-testid="stToolbar"]').wait_for(state="attached")  # the header is drawn
         shown = page.get_by_role("button", name="Deploy").count() + page.get_by_test_id("stAppDeployButton").count()
         if shown:

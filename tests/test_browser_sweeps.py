@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from tests.conftest import IDLE_JS, Stack, reruns, settle, wait_for
+from tests.conftest import Stack, loaded, reruns, settle, wait_for
 from tests.test_browser import set_number
 
 pytestmark = [pytest.mark.browser, pytest.mark.live_worker]
@@ -33,7 +33,7 @@ def traces(page) -> list[dict]:  # type: ignore[no-untyped-def,type-arg]
 def test_build_a_sweep_watch_it_and_see_the_heatmap_and_bands(stack: Stack, worker, ui_url: str, page) -> None:  # type: ignore[no-untyped-def]
     page.goto(f"{ui_url}/sweeps")
     page.get_by_text("No sweeps yet").wait_for()
-    page.wait_for_function(IDLE_JS)  # the first run of the page has settled
+    loaded(page)  # the page's first run has finished
     before = reruns(page)
     page.get_by_role("radio", name="New sweep").click()
     settle(page, before)

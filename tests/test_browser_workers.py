@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from tests.conftest import IDLE_JS, Stack, wait_for
+from tests.conftest import Stack, loaded, wait_for
 from workers.celery_app import submit
 from workers.spec import parse_spec
 
@@ -37,7 +37,7 @@ def test_workers_page_shows_a_live_worker_training_and_a_killed_one_lost(
 
     page.goto(f"{ui_url}/workers")
     page.get_by_role("heading", name="Workers").wait_for()
-    page.wait_for_function(IDLE_JS)
+    loaded(page)  # the page's first run has finished
     row(page, trainer_name).get_by_text(f"training run {run_id}", exact=True).wait_for(timeout=120_000)
     row(page, victim_name).get_by_text("idle").wait_for(timeout=120_000)
     assert "CPU, " in row(page, trainer_name).inner_text()  # its device

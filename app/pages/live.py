@@ -143,6 +143,10 @@ def curves(run_ids: list[int]) -> None:
         return
     frame = fetch_new(store, run_ids)
     runs = {r.id: r for r in store.list_runs(ids=run_ids)}
+    active = any(r.status in ACTIVE for r in runs.values())
+    if st.session_state.get("live.drawn_active") and not active:  # the last watched run just ended: redraw the
+        st.session_state["live.drawn_active"] = False  # page once, so its download holds the finished file
+        st.rerun(scope="app")
     status = " · ".join(
         f"{labels[i]}: **{runs[i].status}** ({runs[i].progress}/{runs[i].steps})" for i in run_ids if i in runs
     )
@@ -164,10 +168,16 @@ def curves(run_ids: list[int]) -> None:
 curves(watched)
 
 if watched:
+    # Finished runs: the file is built now, with the page (their rows no longer change). Runs still training: built
+    # when clicked, so it holds their latest rows. Streamlit leaves a file built on click unreferenced, and the
+    # fragments' reruns each second delete it after two, so on a slow machine such a download can fail: the
+    # finished case, the common one, avoids that.
+    finished = all(r.status not in ACTIVE for r in store.list_runs(ids=watched))
+    st.session_state["live.drawn_active"] = not finished
     st.download_button(
         "Download CSV of the watched runs",
-        data=lambda: csv_bytes(store, watched),
-        on_click="ignore",  # no rerun: the file is built when clicked, and the page stays as it is
+        data=csv_bytes(store, watched) if finished else lambda: csv_bytes(store, watched),
+        on_click="ignore",  # no rerun: the page stays as it is
         file_name=f"optimizer-lab-runs-{'-'.join(map(str, watched))}.csv",
         mime="text/csv",
         icon=":material/download:",
