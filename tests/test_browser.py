@@ -62,7 +62,9 @@ def test_launch_watch_live_download_and_cancel(stack: Stack, worker, ui_url: str
                     "run to end") == "completed"  # fmt: skip
     page.get_by_text("completed (500/500)").wait_for()
 
-    # 2. The CSV from the page: 500 rows, every per-step metric filled.
+    # 2. The CSV from the Live page of the finished run: 500 rows, every per-step metric filled.
+    page.goto(f"{ui_url}/live?run={first}")
+    loaded(page)
     with page.expect_download(timeout=60_000) as download:
         page.get_by_role("button", name="Download CSV of the watched runs").click()
     path = tmp_path / "runs.csv"
