@@ -46,14 +46,16 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):  # ty
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
-# Counts the Streamlit reruns the page has finished (the app's script state leaving "running"), from the page's
-# first load: a test can wait for the rerun an edit caused instead of sleeping and hoping it has started.
+# Counts the Streamlit reruns the page has finished (the app's script state becoming "notRunning"), from the
+# page's first load: a test can wait for the rerun an edit caused instead of sleeping and hoping it has started.
+# Any earlier state counts, not only "running": a browser that is slower than the server (a loaded machine) gets
+# a run's start and end in one batch and React renders "rerunRequested" -> "notRunning" without "running" between.
 COUNT_RERUNS_JS = """
 window.__optlabReruns = 0;
 new MutationObserver((records) => {
   for (const r of records) {
-    if (r.attributeName === 'data-test-script-state' && r.oldValue === 'running'
-        && r.target.getAttribute('data-test-script-state') !== 'running') window.__optlabReruns += 1;
+    if (r.attributeName === 'data-test-script-state' && r.oldValue !== 'notRunning'
+        && r.target.getAttribute('data-test-script-state') === 'notRunning') window.__optlabReruns += 1;
   }
 }).observe(document, {subtree: true, attributes: true, attributeOldValue: true,
                       attributeFilter: ['data-test-script-state']});
