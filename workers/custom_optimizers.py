@@ -235,6 +235,22 @@ class Frugal(Optimizer):
     def _params(self) -> list[torch.Tensor]:
         return [p for g in self.param_groups for p in g["params"]]
 
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["frugal_generator"] = self.generator.get_state()  # the random subspaces still to come
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        generator = state_dict.pop("frugal_generator", None)
+        super().load_state_dict(state_dict)
+        if generator is not None:
+            self.generator.set_state(generator)
+        for state in self.state.values():  # torch casts every tensor of the state to the parameter's dtype
+            if isinstance(state.get("index"), torch.Tensor):
+                state["index"] = state["index"].long()
+                state["step"] = state["step"].to(torch.int32)
+
     def _refresh(self) -> None:
         """Choose the next state-full subspace. Coordinates that stay in it keep their Adam moments and step count;
         those that join start from zero with their own bias correction; those that leave drop their state. So

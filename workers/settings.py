@@ -23,8 +23,19 @@ class Settings(BaseSettings):
     heartbeat_timeout_s: float = Field(
         30.0,
         gt=0,
-        description="a running run whose worker has been silent this long is marked failed",
+        description="a running run whose worker has been silent this long is lost: it goes back to the queue and "
+        "resumes from its last checkpoint",
     )
+    max_attempts: int = Field(
+        3, ge=1, description="a run that has lost its worker this many times is failed instead of requeued"
+    )
+    checkpoint_dir: str = Field(
+        "data/checkpoints",
+        description="where workers keep each unfinished run's training state: a directory every worker can read "
+        "(the shared volume), or a mounted object-store path",
+    )
+    checkpoint_steps: int = Field(500, ge=0, description="a worker checkpoints a run every this many steps ...")
+    checkpoint_seconds: float = Field(30.0, ge=0, description="... or this many seconds, whichever first (0: never)")
     worker_report_s: float = Field(5.0, gt=0, description="a worker reports itself (Workers page) this often")
     flush_seconds: float = Field(0.5, gt=0, description="metrics reach the database at least this often")
     flush_steps: int = Field(200, ge=1, description="... or every this many steps, whichever comes first")

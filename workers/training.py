@@ -18,6 +18,7 @@ per-sample gradients (adaptive batch size); optimizers may report `step_metrics`
 
 from __future__ import annotations
 
+import io
 import math
 import time
 import warnings
@@ -177,127 +178,282 @@ def build(spec: RunSpec, device: torch.device) -> tuple[Problem, torch.optim.Opt
     return problem, optimizer
 
 
-def run(spec: RunSpec, sink: Sink, device: torch.device | None = None) -> Outcome:
-    """Train `spec` to the end, a divergence, or a stop asked for by the sink."""
-    from workers.settings import get_settings
+HostRow = tuple[int, float, int, int, float, float, float, float]  # step lr batch seen step_time wall state test
 
-    settings = get_settings()
-    device = device or resolve_device(spec.device)
-    problem, optimizer = build(spec, device)
-    entry = OPTIMIZERS[spec.optimizer.name]
-    create_graph = bool(entry.extra.get("create_graph"))  # Hessian-vector products need the backward graph
-    worker_grads = bool(entry.extra.get("worker_grads"))  # 1-bit Adam: K workers' gradients, not one
-    flat = FlatParams(list(problem.model.parameters()), flat_grads=not create_graph)
-    # Schedule-free optimizers hold two points: train() to step at y, eval() to evaluate the average x.
-    modes: Any = optimizer if entry.extra.get("train_eval") else None
-    batches = Batches(problem, spec.seed)
-    policy = BATCH_POLICIES[spec.batch.name].build(**params(spec.batch))
-    log_test = hasattr(policy, "observe")  # adaptive policies log their sampling test's ratio every step
-    schedule = SCHEDULES[spec.schedule.name].build
-    schedule_params = params(spec.schedule)
-    online = SCHEDULES[spec.schedule.name].extra.get("online")  # an LR that learns from the gradients
-    blowup = SCHEDULES[spec.schedule.name].extra.get("stop_when_loss_exceeds")  # the LR range test's stop
-    watch = BlowUp(blowup) if blowup else None
-    adapter = online(spec.optimizer.lr, **schedule_params) if online else None
-    base_lr = spec.optimizer.lr
-    peak_lr = last_lr = base_lr
-    peaks = [group["lr"] for group in optimizer.param_groups]  # each group follows the schedule from its own peak
-    state_bytes = 0.0
 
-    device_rows: list[torch.Tensor] = []  # one (len(DEVICE_COLUMNS),) tensor per step, still on the device
-    step_metrics = getattr(optimizer, "step_metrics", None)  # optimizer-specific numbers, e.g. replica dispersion
-    extra_names: list[str] = []
-    extra_rows: list[torch.Tensor] = []
-    host_rows: list[tuple[int, float, int, int, float, float, float, float]] = []  # step lr batch seen times state test
-    eval_rows: list[tuple[int, dict[str, torch.Tensor]]] = []
-    samples_seen = 0
-    start = last_flush = time.perf_counter()
+@dataclass
+class Log:
+    """What the steps since the last flush measured: per-step numbers still on the device, host-side numbers,
+    validation results and optimizer-specific extras. A flush empties it."""
 
-    def flush() -> Outcome | None:
-        nonlocal device_rows, host_rows, eval_rows, extra_rows, last_flush
-        flat.check_intact()
-        rows, diverged_at = _to_host(device_rows, host_rows, eval_rows, flat.sqrt_d, log_test)
-        if extra_rows:
+    device: list[torch.Tensor] = field(default_factory=list)  # one (len(DEVICE_COLUMNS),) tensor per step
+    host: list[HostRow] = field(default_factory=list)
+    evals: list[tuple[int, dict[str, torch.Tensor]]] = field(default_factory=list)
+    extras: list[torch.Tensor] = field(default_factory=list)
+    extra_names: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Counters:
+    """The loop's own numbers between two steps (the rest of a run's state lives in the objects it trains)."""
+
+    step: int = 0  # optimizer updates taken
+    samples_seen: int = 0
+    peak_lr: float = 0.0  # the schedule's LR (before the batch policy's factor)
+    last_lr: float = 0.0  # the LR the last update was taken with
+    wall: float = 0.0  # seconds trained in earlier attempts (a resumed run's clock goes on from there)
+
+
+def _plain_state(obj: object) -> dict[str, Any]:
+    """The numbers a small Python object (batch policy, online schedule, blow-up watch) keeps between steps."""
+    return {k: v for k, v in vars(obj).items() if isinstance(v, (bool, int, float, str, torch.Tensor, type(None)))}
+
+
+class Trainer:
+    """One run's whole training state and the hooks a step calls, in order: `schedule` (LR) → batch policy →
+    `backward` → optimizer step → `measure` → `evaluate_if_due` → `flush` (→ sink, checkpoint, stop). `run` below
+    is the loop over them; `state_dict`/`load_state_dict` are what a checkpoint saves and resumes."""
+
+    def __init__(self, spec: RunSpec, device: torch.device) -> None:
+        from workers.settings import get_settings
+
+        self.spec, self.settings = spec, get_settings()
+        self.problem, self.optimizer = build(spec, device)
+        entry = OPTIMIZERS[spec.optimizer.name]
+        self.create_graph = bool(entry.extra.get("create_graph"))  # Hessian-vector products need the graph
+        self.worker_grads = bool(entry.extra.get("worker_grads"))  # 1-bit Adam: K workers' gradients, not one
+        self.flat = FlatParams(list(self.problem.model.parameters()), flat_grads=not self.create_graph)
+        # Schedule-free optimizers hold two points: train() to step at y, eval() to evaluate the average x.
+        self.modes: Any = self.optimizer if entry.extra.get("train_eval") else None
+        self.batches = Batches(self.problem, spec.seed)
+        self.policy = BATCH_POLICIES[spec.batch.name].build(**params(spec.batch))
+        self.log_test = hasattr(self.policy, "observe")  # adaptive policies log their test's ratio every step
+        schedule = SCHEDULES[spec.schedule.name]
+        self.schedule_fn, self.schedule_params = schedule.build, params(spec.schedule)
+        online = schedule.extra.get("online")  # an LR that learns from the gradients
+        self.adapter = online(spec.optimizer.lr, **self.schedule_params) if online else None
+        self.blowup = schedule.extra.get("stop_when_loss_exceeds")  # the LR range test's stop
+        self.watch = BlowUp(self.blowup) if self.blowup else None
+        self.base_lr = spec.optimizer.lr
+        self.peaks = [g["lr"] for g in self.optimizer.param_groups]  # each group follows its own peak
+        self.step_metrics = getattr(self.optimizer, "step_metrics", None)  # e.g. replica dispersion
+        self.counters = Counters(peak_lr=self.base_lr, last_lr=self.base_lr)
+        self.log = Log()
+        self.state_bytes = 0.0
+        self.started = self.last_flush = time.perf_counter()
+
+    # --- the hooks, in the order a step calls them -------------------------------------------------------------
+
+    def set_lr(self, peak_lr: float, size: int) -> float:
+        """Every group follows the schedule from its own peak, scaled by the batch policy's LR factor."""
+        lr = peak_lr * self.policy.lr_factor(size)
+        for group, peak in zip(self.optimizer.param_groups, self.peaks, strict=True):
+            group["lr"] = peak * lr / self.base_lr
+        return lr
+
+    def schedule(self, t: int, size: int) -> float:
+        if self.adapter is None:
+            self.counters.peak_lr = self.schedule_fn(t, self.spec.steps, self.base_lr, **self.schedule_params)
+        return self.set_lr(self.counters.peak_lr, size)
+
+    def backward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        problem, flat = self.problem, self.flat
+        flat.zero_grad()
+        if self.worker_grads:  # simulated workers: one gradient per share of the batch; their average is the grad
+            return _worker_gradients(problem, flat, self.optimizer, x, y)
+        loss = problem.loss_fn(problem.model(x), y)
+        if self.create_graph:
+            with warnings.catch_warnings():  # the cycle it warns about is broken by zero_grad() setting None
+                warnings.filterwarnings("ignore", message="Using backward\\(\\) with create_graph=True")
+                loss.backward(create_graph=True)
+        else:
+            loss.backward()
+        return loss
+
+    def adapt(self, t: int, size: int, lr: float) -> float:
+        """An online schedule learns from g_t · Δθ_{t−1}: one host sync per step, the price of its rule."""
+        if self.adapter is None or t == 0 or not self.flat.flat_grads:
+            return lr
+        self.counters.peak_lr = self.adapter.observe(float(torch.dot(self.flat.grad, self.flat.previous)),
+                                                     self.counters.last_lr)  # fmt: skip
+        return self.set_lr(self.counters.peak_lr, size)
+
+    def step(self) -> None:
+        """Take optimizer step `counters.step + 1` and log what it measured (on the device)."""
+        c, spec, flat = self.counters, self.spec, self.flat
+        t = c.step
+        tic = time.perf_counter()
+        size = self.policy.size_at(t, spec.steps)
+        lr = self.schedule(t, size)
+        x, y = self.batches.next(size)
+        c.samples_seen += size
+        if self.policy.wants_test(t):  # adaptive batch size: per-sample gradients of part of this batch
+            n = self.policy.test_samples
+            self.policy.observe(per_sample_grads(self.problem.model, self.problem.loss_fn, x[:n], y[:n]))
+        loss = self.backward(x, y)
+        grad_l2, grad_l1 = flat.grad_norms()
+        lr = self.adapt(t, size, lr)
+        flat.remember()
+        c.last_lr = lr  # the LR this update is taken with
+        self.optimizer.step()
+        c.step = step = t + 1
+        update_l2, param_l2 = flat.update_and_param_norms()
+        self.log.device.append(torch.stack([loss.detach(), grad_l2, grad_l1, update_l2, param_l2]))
+        if self.step_metrics is not None:
+            extras = self.step_metrics()
+            self.log.extra_names = list(extras)
+            self.log.extras.append(torch.stack(list(extras.values())))
+        if step == 1 or len(self.log.device) == 1:  # after the first step, then once per flush: state can grow
+            self.state_bytes = float(optimizer_state_bytes(self.optimizer))
+        self.evaluate_if_due()
+        toc = time.perf_counter()
+        wall = c.wall + toc - self.started
+        self.log.host.append((step, lr, size, c.samples_seen, toc - tic, wall, self.state_bytes, self.policy.statistic))
+
+    def evaluate_if_due(self) -> None:
+        step = self.counters.step
+        if step % self.spec.eval_every == 0 or step == self.spec.steps:
+            if self.modes:
+                self.modes.eval()
+            self.log.evals.append((step, evaluate(self.problem)))
+            if self.modes:
+                self.modes.train()
+
+    def flush_due(self) -> bool:
+        step = self.counters.step
+        due = (
+            len(self.log.device) >= self.settings.flush_steps
+            or time.perf_counter() - self.last_flush >= self.settings.flush_seconds
+        )
+        return step == 1 or step == self.spec.steps or due  # the first step at once: a new run shows a point
+
+    def flush(self, sink: Sink) -> Outcome | None:
+        """Copy the log to the host once, hand it to the sink; the run's end if it diverged, blew up or was asked
+        to stop, else None."""
+        self.flat.check_intact()
+        log, step = self.log, self.counters.step
+        rows, diverged_at = _to_host(log.device, log.host, log.evals, self.flat.sqrt_d, self.log_test)
+        if log.extras:
             last = rows[-1][0] if rows else 0
-            for (step_, *_), values in zip(host_rows, torch.stack(extra_rows).cpu().tolist(), strict=True):
+            for (step_, *_), values in zip(log.host, torch.stack(log.extras).cpu().tolist(), strict=True):
                 if step_ <= last:
-                    rows.extend((step_, name, float(v)) for name, v in zip(extra_names, values, strict=True))
-        device_rows, host_rows, eval_rows, extra_rows = [], [], [], []
-        last_flush = time.perf_counter()
+                    rows.extend((step_, name, float(v)) for name, v in zip(log.extra_names, values, strict=True))
+        self.log = Log(extra_names=log.extra_names)
+        self.last_flush = time.perf_counter()
         sink.write(rows)
         if diverged_at is not None:
             at, what = diverged_at
             return Outcome("diverged", at, f"{what} became non-finite at step {at}")
-        if watch is not None and (blown := watch(rows)) is not None:
-            message = f"range test ended at step {blown}: the smoothed loss passed {blowup:g}× its lowest"
+        if self.watch is not None and (blown := self.watch(rows)) is not None:
+            message = f"range test ended at step {blown}: the smoothed loss passed {self.blowup:g}× its lowest"
             return Outcome("completed", blown, message)
         if sink.should_stop():
             return Outcome("cancelled", step, f"stopped at step {step}")
         return None
 
-    problem.model.train()
-    if modes:
-        modes.train()
-    step = 0
-    for t in range(spec.steps):
-        step = t + 1
-        tic = time.perf_counter()
-        size = policy.size_at(t, spec.steps)
-        if adapter is None:
-            peak_lr = schedule(t, spec.steps, base_lr, **schedule_params)
-        lr = peak_lr * policy.lr_factor(size)
-        for group, peak in zip(optimizer.param_groups, peaks, strict=True):
-            group["lr"] = peak * lr / base_lr
-        x, y = batches.next(size)
-        samples_seen += size
-        if policy.wants_test(t):  # adaptive batch size: per-sample gradients of part of this batch
-            n = policy.test_samples
-            policy.observe(per_sample_grads(problem.model, problem.loss_fn, x[:n], y[:n]))
+    # --- checkpoints --------------------------------------------------------------------------------------------
 
-        flat.zero_grad()
-        if worker_grads:  # simulated workers: one gradient per share of the batch; their average is the gradient
-            loss = _worker_gradients(problem, flat, optimizer, x, y)
-        else:
-            loss = problem.loss_fn(problem.model(x), y)
-            if create_graph:
-                with warnings.catch_warnings():  # the cycle it warns about is broken by zero_grad() setting None
-                    warnings.filterwarnings("ignore", message="Using backward\\(\\) with create_graph=True")
-                    loss.backward(create_graph=True)
-            else:
-                loss.backward()
-        grad_l2, grad_l1 = flat.grad_norms()
-        if adapter is not None and t > 0 and flat.flat_grads:  # needs g_t · Δθ_{t−1} on the host: one sync
-            peak_lr = adapter.observe(float(torch.dot(flat.grad, flat.previous)), last_lr)
-            lr = peak_lr * policy.lr_factor(size)
-            for group, peak in zip(optimizer.param_groups, peaks, strict=True):
-                group["lr"] = peak * lr / base_lr
-        flat.remember()
-        last_lr = lr  # the LR this update is taken with
-        optimizer.step()
-        update_l2, param_l2 = flat.update_and_param_norms()
-        device_rows.append(torch.stack([loss.detach(), grad_l2, grad_l1, update_l2, param_l2]))
-        if step_metrics is not None:
-            extras = step_metrics()
-            extra_names = list(extras)
-            extra_rows.append(torch.stack(list(extras.values())))
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the next step depends on. Taken right after a flush, so the log is empty."""
+        c = self.counters
+        wall = c.wall + time.perf_counter() - self.started
+        return {
+            "version": CHECKPOINT_VERSION,
+            "counters": {
+                "step": c.step,
+                "samples_seen": c.samples_seen,
+                "peak_lr": c.peak_lr,
+                "last_lr": c.last_lr,
+                "wall": wall,
+            },
+            "model": self.problem.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "previous_update": self.flat.previous.clone(),  # Δθ of the last step (online schedules read it)
+            "batches": {
+                "generator": self.batches.generator.get_state(),
+                "order": self.batches.order.cpu(),
+                "position": self.batches.position,
+            },
+            "policy": _plain_state(self.policy),
+            "adapter": _plain_state(self.adapter) if self.adapter is not None else None,
+            "watch": _plain_state(self.watch) if self.watch is not None else None,
+            "rng": {
+                "cpu": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            },
+        }
 
-        if step == 1 or len(device_rows) == 1:  # after the first step, then once per flush: state can change size
-            state_bytes = float(optimizer_state_bytes(optimizer))
-        if step % spec.eval_every == 0 or step == spec.steps:
-            if modes:
-                modes.eval()
-            eval_rows.append((step, evaluate(problem)))
-            if modes:
-                modes.train()
-        toc = time.perf_counter()
-        host_rows.append((step, lr, size, samples_seen, toc - tic, toc - start, state_bytes, policy.statistic))
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("version") != CHECKPOINT_VERSION:
+            raise ValueError(f"checkpoint version {state.get('version')} is not {CHECKPOINT_VERSION}")
+        self.counters = Counters(**state["counters"])
+        self.problem.model.load_state_dict(state["model"])  # copies into the flat buffer's views
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.flat.previous.copy_(state["previous_update"])
+        batches = state["batches"]
+        self.batches.generator.set_state(batches["generator"])
+        self.batches.order, self.batches.position = batches["order"].to(self.batches.x.device), batches["position"]
+        for obj, values in ((self.policy, state["policy"]), (self.adapter, state["adapter"]),
+                            (self.watch, state["watch"])):  # fmt: skip
+            for key, value in (values or {}).items():
+                setattr(obj, key, value)
+        torch.set_rng_state(state["rng"]["cpu"])
+        if state["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.started = self.last_flush = time.perf_counter()
+        if self.modes:
+            self.modes.train()
 
-        due = len(device_rows) >= settings.flush_steps or toc - last_flush >= settings.flush_seconds
-        if step == 1 or step == spec.steps or due:  # the first step at once: a new run shows a point right away
-            outcome = flush()
-            if outcome is not None:
-                return outcome
-    return Outcome("completed", step)
+    def checkpoint_due(self, last: tuple[int, float]) -> bool:
+        """Every `checkpoint_steps` steps or `checkpoint_seconds` seconds, whichever comes first (0: never)."""
+        every_steps, every_s = self.settings.checkpoint_steps, self.settings.checkpoint_seconds
+        if self.counters.step >= self.spec.steps:
+            return False  # the run is over: nothing to resume
+        return bool(every_steps and self.counters.step - last[0] >= every_steps) or bool(
+            every_s and time.monotonic() - last[1] >= every_s
+        )
+
+
+CHECKPOINT_VERSION = 1
+
+
+def save_state(state: dict[str, Any]) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def load_state(blob: bytes) -> dict[str, Any]:
+    """A checkpoint holds tensors, numbers and strings only: loaded with `weights_only`, nothing is unpickled."""
+    return dict(torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True))
+
+
+def run(spec: RunSpec, sink: Sink, device: torch.device | None = None, resume: bytes | None = None) -> Outcome:
+    """Train `spec` to the end, a divergence, or a stop asked for by the sink; from a checkpoint if `resume`
+    holds one. A sink with `save_checkpoint(step, blob)` gets a checkpoint every few steps or seconds (see
+    Trainer.checkpoint_due) and when it asks the run to stop; it must save it only after the rows flushed before
+    it, so a checkpoint never runs ahead of the metrics."""
+    trainer = Trainer(spec, device or resolve_device(spec.device))
+    if resume is not None:
+        trainer.load_state_dict(load_state(resume))
+    save = getattr(sink, "save_checkpoint", None)
+    last_checkpoint = (trainer.counters.step, time.monotonic())
+    trainer.problem.model.train()
+    if trainer.modes:
+        trainer.modes.train()
+    while trainer.counters.step < spec.steps:
+        trainer.step()
+        if not trainer.flush_due():
+            continue
+        outcome = trainer.flush(sink)
+        if outcome is not None:
+            if outcome.status == "cancelled" and save is not None:  # handed back: the next worker goes on from here
+                save(trainer.counters.step, save_state(trainer.state_dict()))
+            return outcome
+        if save is not None and trainer.checkpoint_due(last_checkpoint):
+            save(trainer.counters.step, save_state(trainer.state_dict()))
+            last_checkpoint = (trainer.counters.step, time.monotonic())
+    return Outcome("completed", trainer.counters.step)
 
 
 def _to_host(
