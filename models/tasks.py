@@ -239,6 +239,25 @@ def quadratic(seed: int, dim: int, condition_number: float, n_samples: int, nois
     return Problem(model, t(x_tr), t(y_tr), t(x_va), t(y_va), half_mse, classification=False)
 
 
+MAX_TASK_BYTES = 4 * 2**30  # the memory a task may take to build its data and model, whatever the worker has
+QUADRATIC_BYTES = 24  # per value of x: the float64 draw, its scaled copy, the split copies, the float32 tensors
+
+
+def _check_quadratic_memory(hyper: dict[str, Any]) -> list[tuple[str, str]]:
+    """The other tasks' schemas bound their size; the quadratic's data is dim × n_samples values."""
+    values = hyper["dim"] * hyper["n_samples"]
+    if values * QUADRATIC_BYTES > MAX_TASK_BYTES:
+        need = values * QUADRATIC_BYTES / 2**30
+        return [
+            (
+                "n_samples",
+                f"dim × n_samples = {values:,} values need about {need:,.0f} GiB of memory to build; at most "
+                f"{MAX_TASK_BYTES / 2**30:g} GiB: lower n_samples or dim",
+            )
+        ]
+    return []
+
+
 def _check_heads(hyper: dict[str, Any]) -> list[tuple[str, str]]:
     if hyper["width"] % hyper["heads"]:
         return [("heads", f"must divide width ({hyper['width']}), got {hyper['heads']}")]
@@ -368,13 +387,14 @@ _ENTRIES: Sequence[Entry] = [
                 100.0,
                 "κ = largest / smallest curvature",
                 ge=1.0,
+                le=1e12,
                 log=True,
             ),
             _n_samples(1024),
             Param("noise", "float", 0.0, "std of the label noise", ge=0.0),
         ),
         quadratic,
-        {"train_size": lambda **p: _split_sizes(p["n_samples"])[0]},
+        {"train_size": lambda **p: _split_sizes(p["n_samples"])[0], "check": _check_quadratic_memory},
     ),
 ]
 

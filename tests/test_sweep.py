@@ -77,7 +77,7 @@ def test_an_invalid_run_names_its_number_and_field() -> None:
     [
         ("base: {}\nrandom:\n  optimizer.lr: {low: 0, high: 1, scale: log}\n", "random.optimizer.lr"),
         ("base: {}\nrandom:\n  optimizer.lr: {low: 1, high: 0}\n", "random.optimizer.lr"),
-        ("base: {}\ngrid:\n  seed: []\n", "sweep"),
+        ("base: {}\ngrid:\n  seed: []\n", "grid.seed"),  # was "sweep": the error now names the axis
         ("grid: {seed: [1]}\n", "base"),
         ("base: {}\nsamples: 0\n", "samples"),
         ("base: {}\nearly_stopping: {rule: hyperband}\n", "early_stopping.rule"),

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from workers.registry import Entry, Param, Registry
 
+MAX_LR = 100.0  # the LR range test ends at 10; numbers without a bound of their own get the registry's CEILING
+
 if TYPE_CHECKING:
     import torch
 
@@ -184,7 +186,7 @@ def _local_replicas(method: str) -> Any:
 
 def _replica_params(outer_momentum: float, inner_steps: int) -> tuple[Param, ...]:
     return (
-        Param("lr", "float", 1e-3, "peak LR of each replica's inner AdamW", gt=0.0, log=True),
+        Param("lr", "float", 1e-3, "peak LR of each replica's inner AdamW", gt=0.0, le=MAX_LR, log=True),
         _wd(0.0, "inner AdamW weight decay"),
         Param("replicas", "int", 4, "K: simulated workers (each loop step trains one, in turn)", ge=1, le=64),
         Param("inner_steps", "int", inner_steps, "H: inner steps per replica between outer steps", ge=1),
@@ -208,6 +210,7 @@ def _lr(default: float) -> Param:
         default,
         "peak learning rate (the schedule scales it)",
         gt=0.0,
+        le=MAX_LR,
         log=True,
     )
 
@@ -218,7 +221,7 @@ def _wd(default: float, what: str) -> Param:
 
 _BETA1 = Param("beta1", "float", 0.9, "first-moment decay β1", ge=0.0, lt=1.0)
 _BETA2 = Param("beta2", "float", 0.999, "second-moment decay β2", ge=0.0, lt=1.0)
-_EPS = Param("eps", "float", 1e-8, "added to the denominator for stability", gt=0.0, log=True)
+_EPS = Param("eps", "float", 1e-8, "added to the denominator for stability", gt=0.0, le=1.0, log=True)
 
 
 def _check_sgd(hyper: dict[str, Any]) -> list[tuple[str, str]]:
@@ -282,6 +285,7 @@ _ENTRIES: Sequence[Entry] = [
                 1e-10,
                 "added to the denominator for stability",
                 gt=0.0,
+                le=1.0,
                 log=True,
             ),
             _wd(0.0, "L2 penalty added to the gradient"),
@@ -299,7 +303,7 @@ _ENTRIES: Sequence[Entry] = [
         "adagrad-norm",
         "AdaGrad-Norm: one scalar step size for all parameters, η / √(b0² + Σ‖g‖²). Robust to the choice of η.",
         "Ward, Wu & Bottou, AdaGrad stepsizes, JMLR 2020, arXiv:1806.01811",
-        (_lr(1.0), Param("b0", "float", 0.01, "initial accumulator b0 (> 0)", gt=0.0, log=True)),
+        (_lr(1.0), Param("b0", "float", 0.01, "initial accumulator b0 (> 0)", gt=0.0, le=1e3, log=True)),
         _adagrad_norm,
     ),
     Entry(
@@ -347,7 +351,7 @@ _ENTRIES: Sequence[Entry] = [
             _lr(1e-3),
             _BETA1,
             _BETA2,
-            Param("eps", "float", 1e-16, "added inside the belief average", gt=0.0, log=True),
+            Param("eps", "float", 1e-16, "added inside the belief average", gt=0.0, le=1.0, log=True),
             _wd(0.0, "decoupled weight decay"),
         ),
         _adabelief,
@@ -363,7 +367,7 @@ _ENTRIES: Sequence[Entry] = [
             _lr(1e-3),
             _BETA1,
             _BETA2,
-            Param("eps", "float", 1e-6, "denominator stability", gt=0.0, log=True),
+            Param("eps", "float", 1e-6, "denominator stability", gt=0.0, le=1.0, log=True),
             _wd(0.01, "λ: decay added to the update r, inside the trust ratio"),
         ),
         _lamb,
@@ -375,7 +379,7 @@ _ENTRIES: Sequence[Entry] = [
         (
             _lr(1.0),
             Param("momentum", "float", 0.9, "momentum factor", ge=0.0, lt=1.0),
-            Param("trust_coefficient", "float", 1e-3, "γ, the trust coefficient", gt=0.0, log=True),
+            Param("trust_coefficient", "float", 1e-3, "γ, the trust coefficient", gt=0.0, le=1.0, log=True),
             _wd(0.0, "L2 penalty inside the trust ratio"),
         ),
         _lars,
@@ -386,7 +390,9 @@ _ENTRIES: Sequence[Entry] = [
         "output layer) on AdamW. One entry, two optimizers, one schedule.",
         "Jordan, Muon (blog, 2024); Liu et al., Muon is Scalable for LLM Training, arXiv:2502.16982",
         (
-            Param("lr", "float", 0.02, "Muon's peak learning rate (the schedule scales both)", gt=0.0, log=True),
+            Param(
+                "lr", "float", 0.02, "Muon's peak learning rate (the schedule scales both)", gt=0.0, le=MAX_LR, log=True
+            ),
             Param("momentum", "float", 0.95, "momentum μ", ge=0.0, lt=1.0),
             Param("nesterov", "bool", True, "Nesterov momentum"),
             _wd(0.0, "Muon's decoupled weight decay"),
@@ -397,7 +403,7 @@ _ENTRIES: Sequence[Entry] = [
                 "shape scale: original √max(1, A/B), or match_rms_adamw 0.2√max(A, B)",
                 choices=("original", "match_rms_adamw"),
             ),
-            Param("adamw_lr", "float", 3e-4, "peak LR of the AdamW part", gt=0.0, log=True),
+            Param("adamw_lr", "float", 3e-4, "peak LR of the AdamW part", gt=0.0, le=MAX_LR, log=True),
             Param("adamw_weight_decay", "float", 0.0, "weight decay of the AdamW part", ge=0.0),
         ),
         _muon,
@@ -468,7 +474,7 @@ _ENTRIES: Sequence[Entry] = [
             _lr(1e-3),
             _BETA1,
             _BETA2,
-            Param("eps", "float", 1e-3, "added to √v̂*; see the description", gt=0.0, log=True),
+            Param("eps", "float", 1e-3, "added to √v̂*; see the description", gt=0.0, le=1.0, log=True),
             Param("workers", "int", 4, "K: simulated workers, each with its share of the batch", ge=1, le=64),
             Param("freeze_step", "int", 100, "warm-up steps of plain Adam before the variance freezes", ge=1),
         ),
@@ -491,7 +497,7 @@ _ENTRIES: Sequence[Entry] = [
         "Kolehmainen et al., NoLoCo, arXiv:2506.10911",
         (
             *_replica_params(outer_momentum=0.5, inner_steps=50),
-            Param("group_size", "int", 2, "n: replicas averaged together at each outer step", ge=1),
+            Param("group_size", "int", 2, "n: replicas averaged together at each outer step", ge=1, le=64),
         ),
         _local_replicas("noloco"),
         {"train_eval": True},
@@ -507,7 +513,7 @@ _ENTRIES: Sequence[Entry] = [
             _lr(0.15),
             _BETA1,
             _BETA2,
-            Param("eps", "float", 1e-4, "denominator stability", gt=0.0, log=True),
+            Param("eps", "float", 1e-4, "denominator stability", gt=0.0, le=1.0, log=True),
             _wd(0.0, "decoupled weight decay"),
             Param("hessian_power", "float", 1.0, "k in (D̄²)^(k/2)", gt=0.0, le=1.0),
         ),

@@ -13,7 +13,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
+from workers.inputs import MAX_COUNT, Bool, Float, Int, LooseFloat
+
 ParamKind = Literal["float", "int", "bool", "choice", "floats"]  # floats: a list, e.g. milestones
+# The bound of a number whose entry sets none: far past any sensible value, yet products of two stay finite in
+# float32 (a weight decay of 1e308 overflowed in the worker) and counts stay 32-bit.
+CEILING: dict[str, Any] = {"float": 1e6, "floats": 1e6, "int": MAX_COUNT}
+MAX_ITEMS = 64  # values in a `floats` list
 
 
 def _split_numbers(value: Any) -> Any:
@@ -27,7 +33,9 @@ def _split_numbers(value: Any) -> Any:
 class Param:
     """One hyper-parameter: its type, default and valid range.
 
-    `gt`/`ge`/`lt`/`le` are the bounds the spec enforces; `log` tells the UI to offer a log-scale input.
+    `gt`/`ge`/`lt`/`le` are the bounds the spec enforces (a number without an upper bound gets `CEILING`); `log`
+    tells the UI to offer a log-scale input. Numbers are strict: true/false or text is no number (only a `floats`
+    list may be typed as text, "0.5, 0.75").
     """
 
     name: str
@@ -41,30 +49,33 @@ class Param:
     choices: tuple[str, ...] = ()
     log: bool = False
 
+    def bounds(self) -> dict[str, Any]:
+        """The bounds the spec enforces: the entry's own, with `CEILING` where it sets no upper bound."""
+        bounds = {k: getattr(self, k) for k in ("gt", "ge", "lt", "le") if getattr(self, k) is not None}
+        if self.kind in CEILING and "lt" not in bounds and "le" not in bounds:
+            bounds["le"] = CEILING[self.kind]
+        return bounds
+
     def annotation(self) -> Any:
         """The pydantic type that validates this parameter (bounds, finiteness, choices)."""
         if self.kind == "bool":
-            return bool
+            return Bool
         if self.kind == "choice":
             return Literal[self.choices]  # type: ignore[valid-type]
-        bounds = {k: getattr(self, k) for k in ("gt", "ge", "lt", "le") if getattr(self, k) is not None}
+        bounds = self.bounds()
         if self.kind == "floats":
-            item = Annotated[float, Field(allow_inf_nan=False, **bounds)]
-            return Annotated[tuple[item, ...], BeforeValidator(_split_numbers), Field(min_length=1)]
+            item = Annotated[LooseFloat, Field(**bounds)]
+            return Annotated[
+                tuple[item, ...], BeforeValidator(_split_numbers), Field(min_length=1, max_length=MAX_ITEMS)
+            ]
         if self.kind == "int":
-            return Annotated[int, Field(strict=False, **bounds)]
-        return Annotated[float, Field(allow_inf_nan=False, **bounds)]
+            return Annotated[Int, Field(**bounds)]
+        return Annotated[Float, Field(**bounds)]
 
     def describe_range(self) -> str:
-        parts = []
-        if self.gt is not None:
-            parts.append(f"> {self.gt:g}")
-        if self.ge is not None:
-            parts.append(f">= {self.ge:g}")
-        if self.lt is not None:
-            parts.append(f"< {self.lt:g}")
-        if self.le is not None:
-            parts.append(f"<= {self.le:g}")
+        fmt = (lambda v: f"{int(v):,}") if self.kind == "int" else (lambda v: f"{v:g}")
+        signs = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+        parts = [f"{signs[k]} {fmt(v)}" for k, v in self.bounds().items()]
         if self.choices:
             parts.append(" | ".join(self.choices))
         return ", ".join(parts)

@@ -231,7 +231,9 @@ _ENTRIES: Sequence[Entry] = [
         (
             Param("pct_start", "float", 0.3, "fraction of the run spent rising", gt=0.0, lt=1.0),
             Param("div_factor", "float", 25.0, "initial lr = lr / div_factor", gt=0.0),
-            Param("final_div_factor", "float", 1e4, "final lr = initial lr / final_div_factor", gt=0.0, log=True),
+            Param(
+                "final_div_factor", "float", 1e4, "final lr = initial lr / final_div_factor", gt=0.0, le=1e9, log=True
+            ),
         ),
         one_cycle,
     ),
@@ -265,7 +267,7 @@ _ENTRIES: Sequence[Entry] = [
         "Hypergradient descent: the LR itself learns online from the dot product of successive gradients "
         "(steps that agree raise it, steps that oppose lower it). lr is the starting value.",
         "Baydin et al., Online Learning Rate Adaptation with Hypergradient Descent, ICLR 2018, arXiv:1703.04782",
-        (Param("beta", "float", 1e-4, "β: the LR's own learning rate", gt=0.0, log=True),),
+        (Param("beta", "float", 1e-4, "β: the LR's own learning rate", gt=0.0, le=1.0, log=True),),
         hypergradient,
         {"online": HypergradientLR},
     ),
@@ -275,7 +277,7 @@ _ENTRIES: Sequence[Entry] = [
             "LR range test: the LR grows exponentially from start_lr to the optimizer's lr (its end, e.g. 10) over the "
             "run, which ends once the smoothed loss passes 4× its lowest; loss against LR shows where it works.",
             "Smith, Cyclical Learning Rates for Training Neural Networks, WACV 2017, arXiv:1506.01186",
-            (Param("start_lr", "float", 1e-7, "the LR at the first step", gt=0.0, log=True),),
+            (Param("start_lr", "float", 1e-7, "the LR at the first step", gt=0.0, le=100.0, log=True),),
             range_test,
         ),
         extra={"stop_when_loss_exceeds": 4.0},

@@ -7,10 +7,8 @@ dotted path (`optimizer.lr`). `parse_spec` turns pydantic's errors into `FieldEr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -23,6 +21,18 @@ from pydantic_core import PydanticCustomError
 
 from models.tasks import TASKS, train_size
 from workers.batching import BATCH_POLICIES
+from workers.inputs import (
+    MAX_COUNT,
+    MAX_SEED,
+    FieldError,
+    Int,
+    SpecError,
+    check_tree,
+    load_yaml,
+    quote,
+    shown,
+    text_problem,
+)
 from workers.optimizers import OPTIMIZERS
 from workers.registry import Registry
 from workers.schedules import SCHEDULES
@@ -55,13 +65,14 @@ class RunSpec(BaseModel):
     optimizer: _union(OPTIMIZERS)  # type: ignore[valid-type]
     schedule: _union(SCHEDULES) = Field(default_factory=lambda: {"name": "constant"}, validate_default=True)  # type: ignore[valid-type]
     batch: _union(BATCH_POLICIES) = Field(default_factory=lambda: {"name": "constant"}, validate_default=True)  # type: ignore[valid-type]
-    steps: int = Field(500, ge=1, description="optimizer steps")
-    eval_every: int = Field(
+    steps: Int = Field(500, ge=1, le=MAX_COUNT, description="optimizer steps")
+    eval_every: Int = Field(
         50,
         ge=1,
+        le=MAX_COUNT,
         description="steps between validation passes (one also runs at the end)",
     )
-    seed: int = Field(0, ge=0, description="seeds initialisation and batch order")
+    seed: Int = Field(0, ge=0, le=MAX_SEED, description="seeds initialisation and batch order")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto uses CUDA when the worker has it")
 
     @model_validator(mode="before")
@@ -82,6 +93,8 @@ class RunSpec(BaseModel):
     @field_validator("name")
     @classmethod
     def _strip(cls, v: str) -> str:
+        if problem := text_problem(v):
+            raise PydanticCustomError("text", problem)
         return v.strip()
 
     @model_validator(mode="after")
@@ -155,23 +168,6 @@ def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-@dataclass(frozen=True)
-class FieldError:
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.field}: {self.message}"
-
-
-class SpecError(ValueError):
-    """A spec that cannot run, with one readable error per offending field."""
-
-    def __init__(self, errors: list[FieldError]) -> None:
-        self.errors = errors
-        super().__init__("; ".join(str(e) for e in errors))
-
-
 def _readable(err: Any) -> FieldError:
     loc = list(err["loc"])
     kind, ctx = err["type"], err.get("ctx") or {}
@@ -183,12 +179,12 @@ def _readable(err: Any) -> FieldError:
         del loc[1]
     else:
         component = None
-    field = ".".join(str(part) for part in loc) or "spec"
+    field = ".".join(str(part) if isinstance(part, int) else shown(part) for part in loc) or "spec"
     if kind == "union_tag_invalid":
         registry = COMPONENTS[str(loc[0])]
         return FieldError(
             f"{field}.name",
-            f"unknown {registry.kind} {ctx['tag']!r}; choose one of: {', '.join(registry)}",
+            f"unknown {registry.kind} {quote(ctx['tag'])}; choose one of: {', '.join(registry)}",
         )
     if kind == "union_tag_not_found":
         return FieldError(
@@ -202,7 +198,7 @@ def _readable(err: Any) -> FieldError:
         return FieldError(field, "unknown field")
     message = err["msg"]
     if "input" in err and kind not in ("missing",) and not isinstance(err["input"], dict):
-        message += f" (got {err['input']!r})"
+        message += f" (got {quote(err['input'])})"  # a glance of it: the input may be 60 KB of text
     return FieldError(field, message)
 
 
@@ -210,6 +206,7 @@ def parse_spec(data: Any) -> RunSpec:
     """Validate a dict (from YAML, JSON, the form or the database) into a RunSpec, or raise SpecError."""
     if not isinstance(data, dict):
         raise SpecError([FieldError("spec", "expected a mapping of fields (name, task, optimizer, ...)")])
+    check_tree(data, "spec")
     try:
         return RunSpec.model_validate(data)
     except ValidationError as exc:
@@ -218,9 +215,5 @@ def parse_spec(data: Any) -> RunSpec:
 
 
 def load_spec(text: str) -> RunSpec:
-    """Parse a spec from YAML or JSON text."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SpecError([FieldError("spec", f"not valid YAML or JSON: {exc}")]) from None
-    return parse_spec(data)
+    """Parse a spec from YAML or JSON text (size, aliases and nesting capped: `workers.inputs.load_yaml`)."""
+    return parse_spec(load_yaml(text, "spec"))

@@ -29,10 +29,11 @@ import math
 import random
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from workers.early_stopping import EarlyStopping
+from workers.inputs import MAX_SEED, Bool, Float, Int, check_tree, load_yaml, quote, shown, text_problem
 from workers.spec import COMPONENTS, FieldError, RunSpec, SpecError, parse_spec
 
 MAX_RUNS = 1000
@@ -41,10 +42,10 @@ MAX_RUNS = 1000
 class Range(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    low: float = Field(allow_inf_nan=False)
-    high: float = Field(allow_inf_nan=False)
+    low: Float
+    high: Float
     scale: Literal["linear", "log"] = "linear"
-    integer: bool = False
+    integer: Bool = False
 
     @model_validator(mode="after")
     def _ordered(self) -> Range:
@@ -52,6 +53,8 @@ class Range(BaseModel):
             raise ValueError(f"high ({self.high:g}) is below low ({self.low:g})")
         if self.scale == "log" and self.low <= 0:
             raise ValueError(f"a log scale needs low > 0, got {self.low:g}")
+        if not math.isfinite(self.high - self.low):  # a draw would be inf, and round(inf) raises
+            raise ValueError(f"high - low must be a finite number, got {self.high:g} - {self.low:g}")
         return self
 
     def draw(self, rng: random.Random) -> float | int:
@@ -69,15 +72,37 @@ class SweepSpec(BaseModel):
     base: dict[str, Any]
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     random: dict[str, Range] = Field(default_factory=dict)
-    samples: int = Field(1, ge=1, description="random draws per grid point")
-    sampler_seed: int = Field(0, ge=0)
+    samples: Int = Field(1, ge=1, le=MAX_RUNS, description="random draws per grid point")
+    sampler_seed: Int = Field(0, ge=0, le=MAX_SEED)
     early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
 
+    @field_validator("name")
+    @classmethod
+    def _printable(cls, v: str) -> str:
+        if problem := text_problem(v):
+            raise PydanticCustomError("text", problem)
+        return v
+
+    @field_validator("early_stopping", mode="before")
+    @classmethod
+    def _strict_numbers(cls, v: Any) -> Any:
+        """`grace_steps: true` is no step count: validate the rule strictly (early_stopping.py is lax)."""
+        if isinstance(v, dict):
+            metric = v.get("metric")
+            if isinstance(metric, str) and (problem := text_problem(metric)):
+                raise _field("early_stopping.metric", problem)
+            return EarlyStopping.model_validate(v, strict=True)
+        return v
+
     @model_validator(mode="after")
-    def _non_empty_lists(self) -> SweepSpec:
+    def _valid_paths(self) -> SweepSpec:
+        for where, paths in (("grid", self.grid), ("random", self.random)):
+            for path in paths:
+                if problem := _path_problem(path):
+                    raise _field(f"{where}.{shown(path)}", problem)
         for path, values in self.grid.items():
             if not values:
-                raise ValueError(f"grid.{path} is an empty list")
+                raise _field(f"grid.{shown(path)}", "is an empty list")
         return self
 
     @property
@@ -85,7 +110,28 @@ class SweepSpec(BaseModel):
         return math.prod(len(v) for v in self.grid.values()) * (self.samples if self.random else 1)
 
 
+def _field(field: str, message: str) -> PydanticCustomError:
+    return PydanticCustomError("spec_field", "{message}", {"field": field, "message": message})
+
+
+def _path_problem(path: str) -> str | None:
+    """Why a swept path cannot name a run-spec field (`steps`, `seed`, `optimizer.lr`, `task.name`), or None."""
+    head, _, rest = path.partition(".")
+    if "" in path.split("."):
+        return "a dotted path without empty parts, such as optimizer.lr"
+    if head not in RunSpec.model_fields:
+        return f"unknown field {quote(head)}; sweep one of {', '.join(RunSpec.model_fields)}, or COMPONENT.PARAMETER"
+    if head in COMPONENTS:
+        if rest and (not rest.isidentifier()):
+            return f"write {head}.PARAMETER (such as {head}.name), one level deep"
+    elif rest:
+        return f"{head} is a single value, not a mapping: write {head}"
+    return None
+
+
 def _set(data: dict[str, Any], path: str, value: Any) -> None:
+    """Set a swept path in a run's dict. Paths are checked (`_path_problem`); a base whose component is neither a
+    name nor a mapping is refused here, naming it."""
     head, _, rest = path.partition(".")
     if not rest:
         data[head] = value
@@ -96,6 +142,10 @@ def _set(data: dict[str, Any], path: str, value: Any) -> None:
     if rest == "name" and head in COMPONENTS:
         data[head] = {"name": value}  # a new component starts from its own defaults
         return
+    if node is not None and not isinstance(node, dict):
+        raise SpecError(
+            [FieldError(f"base.{head}", f"must be a mapping or a name to sweep {path} (got {quote(node)})")]
+        )
     node = dict(node or {})
     _set(node, rest, value)
     data[head] = node
@@ -134,22 +184,33 @@ def build(sweep: SweepSpec) -> list[RunSpec]:
         try:
             specs.append(parse_spec(data))
         except SpecError as exc:
-            errors.extend(FieldError(f"run {i} ({data['name']}): {e.field}", e.message) for e in exc.errors)
+            errors.extend(FieldError(f"run {i} ({shown(data['name'])}): {e.field}", e.message) for e in exc.errors)
     if errors:
         raise SpecError(errors)
     return specs
 
 
-def load_sweep(text: str) -> SweepSpec:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SpecError([FieldError("sweep", f"not valid YAML or JSON: {exc}")]) from None
+def _readable(err: Any) -> FieldError:
+    if err["type"] == "spec_field":
+        return FieldError(err["ctx"]["field"], err["ctx"]["message"])
+    field = ".".join(str(p) if isinstance(p, int) else shown(p) for p in err["loc"]) or "sweep"
+    message = err["msg"]
+    if "input" in err and err["type"] != "missing" and not isinstance(err["input"], dict):
+        message += f" (got {quote(err['input'])})"
+    return FieldError(field, message)
+
+
+def parse_sweep(data: Any) -> SweepSpec:
+    """Validate parsed data (from YAML, JSON or a page) into a SweepSpec, or raise SpecError naming each field."""
     if not isinstance(data, dict):
         raise SpecError([FieldError("sweep", "expected a mapping with base, grid and/or random")])
+    check_tree(data, "sweep")
     try:
         return SweepSpec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(
-            [FieldError(".".join(str(p) for p in e["loc"]) or "sweep", e["msg"]) for e in exc.errors()]
-        ) from None
+        raise SpecError(list(dict.fromkeys(_readable(e) for e in exc.errors()))) from None
+
+
+def load_sweep(text: str) -> SweepSpec:
+    """Parse a sweep from YAML or JSON text (size, aliases and nesting capped: `workers.inputs.load_yaml`)."""
+    return parse_sweep(load_yaml(text, "sweep"))
