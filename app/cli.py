@@ -5,8 +5,9 @@ With `--server URL` it calls that lab server's HTTP API (app/api.py) with the to
 in ~/.config/optlab/token, and acts as that token's account: same commands, output and exit codes.
 
 Exit codes: 0 success; 1 the run failed, diverged or was cancelled (`submit --wait`), or the queue or the server is
-down or unreachable; 2 bad input or a refusal (an invalid spec names each offending field; nothing is queued; a
-refused token, a permission or a quota).
+down or unreachable (a queue that does not take the message within a few seconds: the run is recorded all the same,
+its id printed, and it stays queued until a worker sends it); 2 bad input or a refusal (an invalid spec names each
+offending field; nothing is queued; a refused token, a permission or a quota).
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from db.store import FINISHED, RunInfo, Store
+from workers.inputs import MAX_INPUT_BYTES, decode, shown
 from workers.settings import get_settings
 from workers.spec import SpecError, load_spec
 
@@ -44,13 +46,29 @@ def _fmt_run(run: RunInfo, eta: float | None) -> str:
     )
 
 
+def _refuse(exc: SpecError) -> NoReturn:
+    """Print each field-named error (clipped: they never echo a whole input) and exit 2."""
+    for error in exc.errors:
+        print(f"error: {error}", file=sys.stderr)
+    print("nothing was queued", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def _read(path: str, what: str) -> str:
-    """A spec file's text (stdin for -); exit 2 if it cannot be read."""
+    """A spec file's text (stdin for -): at most 64 KiB of UTF-8, read no further; exit 2 otherwise."""
     try:
-        return sys.stdin.read() if path == "-" else Path(path).read_text()
+        if path == "-":
+            raw = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
+        else:
+            with open(path, "rb") as file:
+                raw = file.read(MAX_INPUT_BYTES + 1)
     except OSError as exc:
-        print(f"error: {what}: cannot read {path}: {exc.strerror}", file=sys.stderr)
+        print(f"error: {what}: cannot read {shown(path)}: {exc.strerror}", file=sys.stderr)
         raise SystemExit(2) from None
+    try:
+        return decode(raw, what, "standard input" if path == "-" else shown(path))
+    except SpecError as exc:
+        _refuse(exc)
 
 
 def _parse(path: str, what: str, parse: Callable[[str], T]) -> T:
@@ -59,10 +77,7 @@ def _parse(path: str, what: str, parse: Callable[[str], T]) -> T:
     try:
         return parse(text)
     except SpecError as exc:
-        for error in exc.errors:
-            print(f"error: {error}", file=sys.stderr)
-        print("nothing was queued", file=sys.stderr)
-        raise SystemExit(2) from None
+        _refuse(exc)
 
 
 def _owner(store: Store) -> int:
@@ -90,7 +105,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     except QuotaExceeded as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except QueueUnavailable as exc:
+    except QueueUnavailable as exc:  # the run is recorded and stays queued: say its id, and why exit 1
+        print(*exc.run_ids, flush=True)
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(run_id, flush=True)
@@ -120,7 +136,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     except QuotaExceeded as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except QueueUnavailable as exc:
+    except QueueUnavailable as exc:  # the sweep is recorded and its runs stay queued
+        print(exc.sweep_id, flush=True)
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(sweep_id)
@@ -164,6 +181,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"       worker {found.worker} on {found.device}")
     if found.error:
         print(f"       {found.error}")
+    events = store.run_events(found.id)
+    if len(events) > 1:  # more than "submitted": say how it got here
+        print("       history:")
+        for event in events:
+            at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event.at))
+            print(f"         {at}  {event.status:<9} {event.reason or ''}")
     return 0
 
 

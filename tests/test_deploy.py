@@ -55,7 +55,13 @@ def test_secrets_come_from_the_environment_and_only_the_ui_and_api_are_published
     assert published == {"app", "api"}
     assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == "pg-secret-1"
     assert "--requirepass" in services["redis"]["command"] and "redis-secret-2" in services["redis"]["command"]
-    assert "--appendonly" in services["redis"]["command"]
+    command = services["redis"]["command"]
+    options = dict(zip(command[1::2], command[2::2], strict=False))  # "redis-server", then --flag value pairs
+    assert options["--appendonly"] == "yes" and options["--appendfsync"] == "everysec"  # queued runs survive a restart
+    assert options["--requirepass"] == "redis-secret-2"
+    assert "redis-data:/data" in str(services["redis"]["volumes"]) or any(
+        v.get("target") == "/data" for v in services["redis"]["volumes"] if isinstance(v, dict)
+    )
     assert "redis-secret-2@redis:6379" in services["app"]["environment"]["REDIS_URL"]
     missing = config("docker-compose.yml", env={})
     said = missing.stderr + missing.stdout

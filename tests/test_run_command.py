@@ -31,6 +31,7 @@ def test_make_run_brings_everything_up_and_ctrl_c_stops_it(tmp_path: Path) -> No
     env = {
         **os.environ, "OPTLAB_PORT": str(port), "REDIS_URL": redis_url,
         "DATABASE_URL": f"sqlite:///{tmp_path / 'lab.db'}", "PYTHONUNBUFFERED": "1",
+        "OPTLAB_STATE_DIR": str(tmp_path / "state"),  # its Redis's data and pid files, not the checkout's data/
     }  # fmt: skip
     assert not redis_answers(redis_url)
     log_path = tmp_path / "run.log"
@@ -58,3 +59,5 @@ def test_make_run_brings_everything_up_and_ctrl_c_stops_it(tmp_path: Path) -> No
     assert not http_ok(f"http://127.0.0.1:{port}/_stcore/health")
     leftover = subprocess.run(["pgrep", "-f", f"--server.port {port}"], capture_output=True, text=True)
     assert leftover.stdout.strip() == "", "the UI outlived Ctrl-C"
+    assert (tmp_path / "state" / "redis" / "appendonly.aof").exists()  # the private Redis is append-only
+    assert list((tmp_path / "state" / "run").glob("serve-*.json")) == []  # a clean stop leaves no pid file

@@ -138,8 +138,10 @@ if launched:
                 run_id = submit(store, spec, owner_id=owner.id)
             except QuotaExceeded as exc:
                 side.error(str(exc), icon=":material/block:")
-            except QueueUnavailable as exc:
-                side.error(f"Nothing is running it: {exc}")
+            except QueueUnavailable as exc:  # recorded and queued all the same: a worker sends it later
+                side.warning(str(exc), icon=":material/schedule:")
+                if exc.run_ids:
+                    st.session_state["last_launched"] = exc.run_ids[0]
             else:
                 st.session_state["last_launched"] = run_id
 

@@ -144,7 +144,7 @@ with range_tab:
             except QuotaExceeded as exc:
                 st.error(str(exc))
             except QueueUnavailable as exc:
-                st.error(f"Nothing is running it: {exc}")
+                st.warning(str(exc), icon=":material/schedule:")  # recorded and queued: a worker sends it later
             else:
                 st.success(f"Range test #{launched} queued; it appears below as it runs.")
     tests = {r.id: r for r in store.list_runs() if r.spec.get("schedule", {}).get("name") == "range-test"}
@@ -202,7 +202,7 @@ with scaling_tab:
             except QuotaExceeded as exc:
                 st.error(str(exc))
             except QueueUnavailable as exc:
-                st.error(f"Nothing is running it: {exc}")
+                st.warning(str(exc), icon=":material/schedule:")  # recorded and queued: a worker sends it later
             else:
                 st.success("Queued two sweeps, 'scaling-rules linear' and 'scaling-rules sqrt'.")
     experiments = {str(s.spec.get("rule")): s for s in store.list_sweeps() if s.name.startswith("scaling-rules ")}

@@ -259,9 +259,11 @@ def queue(sweep: SweepSpec, specs: list[RunSpec]) -> None:
     except QuotaExceeded as exc:
         st.session_state["sw.queue_error"] = str(exc)
         return
-    except QueueUnavailable as exc:
-        st.session_state["sw.queue_error"] = f"Nothing is running it: {exc}"
-        return
+    except QueueUnavailable as exc:  # the sweep is recorded and its runs queued: show it, and say why they wait
+        st.session_state["sw.queue_error"] = str(exc)
+        if exc.sweep_id is None:
+            return
+        sweep_id = exc.sweep_id
     st.session_state["sweeps.view"] = "Sweeps"
     st.session_state["sweeps.chosen"] = sweep_id
 
@@ -284,8 +286,8 @@ def rerun_failed(run_ids: list[int]) -> None:
         guard("rerun", run.owner_id)
     try:
         rerun(store, [r.id for r in again])
-    except QueueUnavailable as exc:
-        st.session_state["sw.queue_error"] = f"Nothing is running it: {exc}"
+    except QueueUnavailable as exc:  # they are queued again all the same; a worker sends them later
+        st.session_state["sw.queue_error"] = str(exc)
 
 
 def progress_panel(sweep: SweepInfo) -> None:
