@@ -2,9 +2,12 @@
 
 Contract (tested on SQLite and PostgreSQL by tests/test_store.py):
 - a run moves queued → running → completed | failed | diverged | cancelled | stopped (early, by its sweep's
-  rule), and never back, except that `requeue` explicitly resets a finished run (and drops its metrics);
-- `claim` is atomic: of two workers handed the same run, one gets it; a run whose worker stopped sending
-  heartbeats can be claimed again (a redelivered message) or is marked failed by `mark_lost_runs`;
+  rule); running goes back to queued only when its worker is lost (`mark_lost_runs`, up to `max_attempts`
+  times, then failed) or hands it back (`hand_back`, a worker shutting down), and the next worker resumes it from
+  its checkpoint (`begin_attempt` drops the metrics logged after it); `requeue` explicitly resets a finished run
+  (and drops its metrics). Every change of status is kept with its reason (`run_events`);
+- `claim`/`claim_next` are atomic: of two workers asking at once, each gets a different run; metrics from a
+  worker that no longer holds the run (it was lost and the run moved on) are refused (`record(worker=...)`);
 - metric writes are idempotent on (run, metric, step) and keep NaN and ±inf;
 - `metrics(..., after=cursor)` returns only the rows newer than the cursor the caller holds;
 - when a run finishes, its curves are packed (two arrays per metric, `packed_curves`) in the same transaction,
@@ -31,7 +34,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from db.engine import get_engine
-from db.tables import ApiToken, MetricValue, PackedCurve, Run, Sweep, User, WebSession, Worker
+from db.tables import ApiToken, MetricValue, PackedCurve, Run, RunEvent, Sweep, User, WebSession, Worker
 
 ACTIVE = ("queued", "running")
 FINISHED = ("completed", "failed", "diverged", "cancelled", "stopped")
@@ -58,6 +61,8 @@ class RunInfo:
     owner_id: int | None = None
     priority: int = 0
     queue: str = "auto"
+    attempts: int = 0
+    resumed_from: int = 0
 
     @property
     def steps(self) -> int:
@@ -71,8 +76,11 @@ class RunInfo:
         """Seconds left at the pace so far; None before the first flush."""
         if self.status != "running" or not self.started_at or self.progress <= 0:
             return None
+        done = self.progress - self.resumed_from  # this attempt's steps (a resumed run began at its checkpoint)
+        if done <= 0:
+            return None
         elapsed = (now or time.time()) - self.started_at
-        return elapsed / self.progress * (self.steps - self.progress)
+        return elapsed / done * (self.steps - self.progress)
 
     @property
     def duration(self) -> float | None:
@@ -122,8 +130,23 @@ def _info(row: Run) -> RunInfo:
     return RunInfo(
         row.id, row.name, row.status, dict(row.spec), row.created_at, row.started_at, row.finished_at,
         row.heartbeat_at, row.worker, row.device, row.progress, row.cancel_requested, row.error, row.sweep_id,
-        row.owner_id, row.priority or 0, row.queue or "auto",
+        row.owner_id, row.priority or 0, row.queue or "auto", row.attempts or 0, row.resumed_from or 0,
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RunEventInfo:
+    at: float
+    status: str
+    reason: str | None
+    worker: str | None
+    step: int | None
+
+
+def _event(
+    s: Session, run_id: int, status: str, reason: str | None, worker: str | None = None, step: int | None = None
+) -> None:
+    s.add(RunEvent(run_id=run_id, at=time.time(), status=status, reason=reason, worker=worker, step=step))
 
 
 def _sweep(row: Sweep) -> SweepInfo:
@@ -246,6 +269,7 @@ class Store:
             row.cancel_requested = False
             s.add(row)
             s.flush()
+            _event(s, row.id, "queued", "submitted")
             return row.id
 
     def get_run(self, run_id: int) -> RunInfo | None:
@@ -294,21 +318,6 @@ class Store:
                     heartbeat_at=now,
                     progress=0,
                 )
-            )
-            if result.rowcount != 1:  # type: ignore[attr-defined]
-                return None
-            row = s.get(Run, run_id)
-            return _info(row) if row else None
-
-    def claim_stale(self, run_id: int, worker: str, device: str, stale_after: float) -> RunInfo | None:
-        """Take over a run that is `running` but whose worker went silent (its message came back). Atomic."""
-        now = time.time()
-        with self.session() as s:
-            result = s.execute(
-                update(Run)
-                .where(Run.id == run_id, Run.cancel_requested.is_(False), Run.status == "running")
-                .where(Run.heartbeat_at < now - stale_after)
-                .values(worker=worker, device=device, started_at=now, heartbeat_at=now, progress=0)
             )
             if result.rowcount != 1:  # type: ignore[attr-defined]
                 return None
@@ -413,6 +422,7 @@ class Store:
                 )
                 if result.rowcount == 1:  # type: ignore[attr-defined]
                     row = s.get(Run, run_id)
+                    _event(s, run_id, "running", f"claimed by {worker}", worker)
                     return (_info(row) if row else None), False
         return None, any(owners.get(r) in blocked for r in order)
 
@@ -422,17 +432,21 @@ class Store:
                 (rid, owner) for rid, owner in conn.execute(select(Run.id, Run.owner_id).where(Run.id.in_(run_ids)))
             ]
 
-    def finish(self, run_id: int, status: str, error: str | None = None) -> None:
-        """End a running run and pack its curves. A run that is already finished keeps its first ending."""
+    def finish(self, run_id: int, status: str, error: str | None = None, worker: str | None = None) -> bool:
+        """End a running run and pack its curves. A run that is already finished keeps its first ending; with
+        `worker`, only while that worker holds it (a worker taken for lost cannot end the run that moved on).
+        Returns whether the run was ended by this call."""
         assert status in FINISHED, status
+        query = update(Run).where(Run.id == run_id, Run.status.in_(ACTIVE))
+        if worker is not None:
+            query = query.where(Run.worker == worker, Run.status == "running")
         with self.session() as s:
-            result = s.execute(
-                update(Run)
-                .where(Run.id == run_id, Run.status.in_(ACTIVE))
-                .values(status=status, error=error, finished_at=time.time())
-            )
+            result = s.execute(query.values(status=status, error=error, finished_at=time.time()))
             if result.rowcount == 1:  # type: ignore[attr-defined]
+                _event(s, run_id, status, error, step=s.scalar(select(Run.progress).where(Run.id == run_id)))
                 self._pack(s, run_id)
+                return True
+            return False
 
     @staticmethod
     def _pack(s: Session, run_id: int) -> None:
@@ -472,6 +486,7 @@ class Store:
                     time.time(),
                     True,
                 )
+                _event(s, run_id, "cancelled", "cancelled while queued")
             elif row.status == "running":
                 row.cancel_requested = True
             return row.status
@@ -487,8 +502,10 @@ class Store:
                 s.execute(delete(PackedCurve).where(PackedCurve.run_id.in_(reset)))
                 fresh = {"status": "queued", "error": None, "progress": 0, "started_at": None, "finished_at": None,
                          "heartbeat_at": None, "worker": None, "device": None, "cancel_requested": False,
-                         "created_at": time.time()}  # fmt: skip
+                         "created_at": time.time(), "attempts": 0, "resumed_from": 0}  # fmt: skip
                 s.execute(update(Run).where(Run.id.in_(reset)).values(**fresh))
+                for run_id in reset:
+                    _event(s, run_id, "queued", "re-run: started again from step 0")
             return reset
 
     def delete_runs(self, run_ids: Iterable[int]) -> int:
@@ -496,29 +513,92 @@ class Store:
         with self.session() as s:
             s.execute(delete(MetricValue).where(MetricValue.run_id.in_(ids)))
             s.execute(delete(PackedCurve).where(PackedCurve.run_id.in_(ids)))
+            s.execute(delete(RunEvent).where(RunEvent.run_id.in_(ids)))
             result = s.execute(delete(Run).where(Run.id.in_(ids)))
             return int(result.rowcount)  # type: ignore[attr-defined]
 
-    def mark_lost_runs(self, stale_after: float) -> list[int]:
-        """Runs `running` whose worker has been silent for `stale_after` seconds become `failed`."""
-        now = time.time()
-        with self.session() as s:
-            lost = list(s.scalars(select(Run.id).where(Run.status == "running", Run.heartbeat_at < now - stale_after)))
-            if lost:
-                s.execute(
-                    update(Run)
-                    .where(Run.id.in_(lost), Run.status == "running")
-                    .values(
-                        status="failed",
-                        finished_at=now,
-                        error=f"worker lost: no heartbeat for {stale_after:g} s (killed or out of memory?)",
-                    )
-                )
-                for run_id in lost:
-                    self._pack(s, run_id)
-            return lost
+    def mark_lost_runs(self, stale_after: float, max_attempts: int | None = None) -> list[int]:
+        """Runs `running` whose worker has been silent for `stale_after` seconds are lost: each goes back to
+        `queued` (to resume from its checkpoint on the next worker), or, having now lost `max_attempts` workers,
+        becomes `failed` with the reason. Any process may call this (workers do, every few seconds): each run is
+        moved with a compare-and-set, so two callers never both move it. Returns the runs it moved."""
+        if max_attempts is None:
+            from workers.settings import get_settings  # a leaf module: settings only
 
-    # --- accounts -----------------------------------------------------------------------------------------
+            max_attempts = get_settings().max_attempts
+        now = time.time()
+        moved: list[int] = []
+        with self.session() as s:
+            stale = s.execute(
+                select(Run.id, Run.worker, Run.progress, Run.attempts, Run.heartbeat_at).where(
+                    Run.status == "running", Run.heartbeat_at < now - stale_after
+                )
+            ).all()
+            for run_id, worker, progress, attempts, heartbeat in stale:
+                attempts = (attempts or 0) + 1
+                lost = f"worker {worker} lost at step {progress}: no heartbeat for {now - (heartbeat or now):.0f} s"
+                final = attempts >= max_attempts
+                values: dict[str, Any] = {"attempts": attempts, "heartbeat_at": None}
+                if final:
+                    reason = f"{lost}; it has lost {attempts} workers, the limit (killed or out of memory?)"
+                    values.update(status="failed", finished_at=now, error=reason)
+                else:
+                    reason = f"{lost}; queued again to resume from its last checkpoint (attempt {attempts + 1})"
+                    values.update(status="queued", worker=None, device=None)
+                result = s.execute(
+                    update(Run)
+                    .where(Run.id == run_id, Run.status == "running", Run.heartbeat_at == heartbeat)
+                    .values(**values)
+                )
+                if result.rowcount != 1:  # type: ignore[attr-defined]
+                    continue  # someone else moved it, or its worker spoke meanwhile
+                _event(s, run_id, "failed" if final else "queued", reason, worker, progress)
+                if final:
+                    self._pack(s, run_id)
+                moved.append(run_id)
+            return moved
+
+    def hand_back(self, run_id: int, worker: str, reason: str) -> bool:
+        """A worker shutting down gives its run back to the queue (after checkpointing it); not counted as a lost
+        worker. Only the worker that holds the run can hand it back."""
+        with self.session() as s:
+            progress = s.scalar(select(Run.progress).where(Run.id == run_id))
+            result = s.execute(
+                update(Run)
+                .where(Run.id == run_id, Run.status == "running", Run.worker == worker)
+                .values(status="queued", worker=None, device=None, heartbeat_at=None)
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                return False
+            _event(s, run_id, "queued", reason, worker, progress)
+            return True
+
+    def begin_attempt(self, run_id: int, step: int, worker: str) -> None:
+        """A worker starts the run at `step` (0, or its checkpoint's): the metrics logged after that step by an
+        earlier attempt are dropped (they are recomputed), so the run's curves have no gap and no duplicate."""
+        with self.session() as s:
+            s.execute(delete(MetricValue).where(MetricValue.run_id == run_id, MetricValue.step > step))
+            s.execute(
+                update(Run).where(Run.id == run_id, Run.worker == worker).values(resumed_from=step, progress=step)
+            )
+            if step:
+                _event(s, run_id, "running", f"resumed from its checkpoint at step {step}", worker, step)
+
+    def run_events(self, run_id: int) -> list[RunEventInfo]:
+        """The run's changes of status, oldest first."""
+        query = select(RunEvent).where(RunEvent.run_id == run_id).order_by(RunEvent.id)
+        with self.session() as s:
+            return [RunEventInfo(e.at, e.status, e.reason, e.worker, e.step) for e in s.scalars(query)]
+
+    def queued_per_queue(self) -> dict[str, int]:
+        """Runs waiting (not being cancelled) per device queue: what the reconciler keeps a message in flight for."""
+        query = (
+            select(Run.queue, func.count())
+            .where(Run.status == "queued", Run.cancel_requested.is_(False))
+            .group_by(Run.queue)
+        )
+        with self.engine.connect() as conn:
+            return {queue: int(n) for queue, n in conn.execute(query)}
 
     def create_user(self, name: str, role: str, password_hash: str | None = None, email: str | None = None) -> int:
         """A new account; `Conflict` if the name or e-mail is taken."""
@@ -693,6 +773,12 @@ class Store:
         values = {"celery_name": celery_name, "host": host, "kind": kind, "device": device, "state": state,
                   "run_id": run_id, "stats": dict(stats), "heartbeat_at": now}  # fmt: skip
         with self.session() as s:
+            if run_id is not None:  # the run is alive while its worker is, however long a step or a flush takes
+                s.execute(
+                    update(Run)
+                    .where(Run.id == run_id, Run.worker == name, Run.status == "running")
+                    .values(heartbeat_at=now)
+                )
             row = s.get(Worker, name)
             if row is None:
                 s.add(Worker(name=name, started_at=now, drain=False, **values))
@@ -739,12 +825,21 @@ class Store:
 
     # --- metrics ------------------------------------------------------------------------------------------
 
-    def record(self, run_id: int, rows: Sequence[tuple[int, str, float]]) -> bool:
+    def record(self, run_id: int, rows: Sequence[tuple[int, str, float]], worker: str | None = None) -> bool:
         """Write one flush of metrics, advance progress and the heartbeat, in one transaction.
 
-        Returns True when someone asked the run to stop.
+        Returns True when the run should stop: someone asked it to, or (with `worker`) that worker no longer
+        holds it (it was taken for lost and the run went on elsewhere), in which case nothing is written.
         """
         with self.engine.begin() as s:  # Core, not the ORM session: a plain executemany, ~3x faster
+            if worker is not None:
+                holds = s.execute(
+                    update(Run)
+                    .where(Run.id == run_id, Run.worker == worker, Run.status == "running")
+                    .values(heartbeat_at=time.time())
+                )
+                if holds.rowcount != 1:  # type: ignore[attr-defined]
+                    return True
             if rows:
                 values = [{"run_id": run_id, "step": st, "metric": m, "value": _encode(v)} for st, m, v in rows]
                 s.execute(self._upsert(), values)

@@ -88,6 +88,22 @@ class Run(Base):
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
     priority: Mapped[int] = mapped_column(Integer, default=0)  # within its owner's queue: higher goes first
     queue: Mapped[str] = mapped_column(String(16), default="auto", index=True)  # the device it asked for
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # workers lost while training it
+    resumed_from: Mapped[int] = mapped_column(Integer, default=0)  # the checkpoint's step this attempt began at
+
+
+class RunEvent(Base):
+    """One change of a run's status, with why (queued, running on W, lost at step S, handed back, finished)."""
+
+    __tablename__ = "run_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    at: Mapped[float] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    worker: Mapped[str | None] = mapped_column(String(200))
+    step: Mapped[int | None] = mapped_column(Integer)
 
 
 class MetricValue(Base):

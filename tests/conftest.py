@@ -153,6 +153,7 @@ class Stack:
             "DATABASE_URL": self.db_url,
             "REDIS_URL": self.redis_url,
             "OPTLAB_HEARTBEAT_TIMEOUT_S": str(HEARTBEAT_TIMEOUT_S),
+            "OPTLAB_CHECKPOINT_DIR": str(self.tmp / "checkpoints"),
             "PYTHONPATH": str(ROOT),
             "PYTHONUNBUFFERED": "1",
         }
@@ -179,6 +180,7 @@ def stack(sqlite_url: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setenv("DATABASE_URL", sqlite_url)
     monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.setenv("OPTLAB_HEARTBEAT_TIMEOUT_S", str(HEARTBEAT_TIMEOUT_S))
+    monkeypatch.setenv("OPTLAB_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
     get_settings.cache_clear()
     from workers.celery_app import app
 

@@ -37,7 +37,7 @@ def test_requeue_drops_packed_curves_and_lost_runs_are_packed(store: Store) -> N
     assert store.requeue([rid]) == [rid] and store.packed_curves([rid], "loss") == {}
     store.claim(rid, "w", "cpu", 30)
     store.record(rid, [(1, "loss", 3.0)])
-    assert store.mark_lost_runs(stale_after=-1) == [rid]
+    assert store.mark_lost_runs(stale_after=-1, max_attempts=1) == [rid]  # its last attempt: failed
     assert list(store.packed_curves([rid], "loss")[rid][1]) == [3.0]
 
 

@@ -97,16 +97,51 @@ def test_progress_never_goes_back(store: Store) -> None:
     assert store.get_run(a).progress == 5  # type: ignore[union-attr]
 
 
-def test_lost_runs_are_marked_failed_with_a_reason(store: Store) -> None:
+def test_lost_runs_go_back_to_the_queue_until_they_have_lost_too_many_workers(store: Store) -> None:
     a, b = store.create_run("a", SPEC), store.create_run("b", SPEC)
     store.claim(a, "w", "cpu", stale_after=30)
     store.claim(b, "w", "cpu", stale_after=30)
+    store.record(a, [(1, "loss", 1.0), (2, "loss", 0.5)])
     went_silent(store, a, seconds=60)
     store.record(b, [])  # b's worker is alive
-    assert store.mark_lost_runs(stale_after=30) == [a]
+    assert store.mark_lost_runs(stale_after=30, max_attempts=2) == [a]
     lost = store.get_run(a)
-    assert lost is not None and lost.status == "failed" and "heartbeat" in (lost.error or "")
+    assert lost is not None and lost.status == "queued" and lost.attempts == 1 and lost.worker is None
     assert store.get_run(b).status == "running"  # type: ignore[union-attr]
+    assert store.mark_lost_runs(stale_after=30, max_attempts=2) == []  # a queued run is not lost again
+    events = store.run_events(a)
+    assert [e.status for e in events] == ["queued", "queued"]
+    assert "lost at step 2" in (events[-1].reason or "") and events[-1].worker == "w" and events[-1].step == 2
+
+    # The second worker resumes it from a checkpoint at step 1: what was logged after it is dropped.
+    claimed, _ = store.claim_next("auto", "w2", "cpu")
+    assert claimed is not None and claimed.id == a
+    store.begin_attempt(a, 1, "w2")
+    assert store.metrics([a])["step"].tolist() == [1] and store.get_run(a).resumed_from == 1  # type: ignore[union-attr]
+    went_silent(store, a, seconds=60)
+    assert store.mark_lost_runs(stale_after=30, max_attempts=2) == [a]
+    failed = store.get_run(a)
+    assert failed is not None and failed.status == "failed" and "lost 2 workers" in (failed.error or "")
+    assert [e.status for e in store.run_events(a)] == ["queued", "queued", "running", "running", "failed"]
+
+
+def test_only_the_worker_holding_a_run_writes_it_ends_it_or_hands_it_back(store: Store) -> None:
+    a = store.create_run("a", SPEC)
+    claimed, _ = store.claim_next("auto", "w1", "cpu")
+    assert claimed is not None
+    assert store.record(a, [(1, "loss", 1.0)], worker="w1") is False
+    went_silent(store, a, seconds=60)
+    store.mark_lost_runs(stale_after=30)
+    store.claim_next("auto", "w2", "cpu")
+    # w1 was only slow, not dead: its late flush is refused (and tells it to stop); it cannot end or hand back
+    assert store.record(a, [(2, "loss", 9.0)], worker="w1") is True
+    assert store.metrics([a])["step"].tolist() == [1]
+    assert store.finish(a, "completed", worker="w1") is False and not store.hand_back(a, "w1", "bye")
+    assert store.get_run(a).worker == "w2"  # type: ignore[union-attr]
+    assert store.hand_back(a, "w2", "worker w2 shut down at step 1")
+    back = store.get_run(a)
+    assert back is not None and back.status == "queued" and back.attempts == 1  # a hand-back is not a loss
+    assert store.run_events(a)[-1].reason == "worker w2 shut down at step 1"
 
 
 def test_list_and_delete(store: Store) -> None:

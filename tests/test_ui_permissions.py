@@ -35,18 +35,18 @@ STORE_READS = {
     "get_run", "list_runs", "get_sweep", "list_sweeps", "sweep_counts", "dispatch_order", "packed_curves",
     "metrics", "window_means", "metric_names", "summaries", "first_reaching", "values_at", "get_user", "list_users",
     "count_users", "list_tokens", "active_counts", "gpu_hours_by_owner", "gpu_hours", "list_workers",
-    "worker_draining", "queue_lengths", "typical_run_seconds",
+    "worker_draining", "queue_lengths", "typical_run_seconds", "run_events", "queued_per_queue",
 }  # fmt: skip
 HOUSEKEEPING = {"mark_lost_runs"}  # any page reaps runs whose worker went silent, as the CLI's status does
 NOT_FROM_PAGES = {  # the worker's side, the accounts machinery (through app.session only), raw access
-    "claim", "claim_next", "claim_stale", "finish", "record", "worker_heartbeat", "create_run", "create_sweep",
+    "claim", "claim_next", "finish", "record", "hand_back", "begin_attempt", "worker_heartbeat", "create_run", "create_sweep",
     "create_token", "touch_token", "create_web_session", "web_session_user", "end_web_session", "password_hash",
     "token_candidates", "session", "from_url",
-    "enqueue", "check_quota",  # workers.celery_app: pages submit, which checks the quota
+    "enqueue", "check_quota", "send_ticket",  # workers.celery_app: pages submit, which checks the quota
     "login", "start_web_session", "web_session_principal", "token_principal", "local_principal",
     "ensure_first_admin",  # app.accounts
 }  # fmt: skip
-PURE = {"allowed", "require", "hash_password"}  # app.accounts: decide or compute, change nothing
+PURE = {"allowed", "require", "hash_password", "public_url"}  # decide or compute, change nothing
 MODULES = {"workers.celery_app": celery_app, "app.accounts": accounts}
 UI_FILES = [*sorted((ROOT / "app" / "pages").glob("*.py")), ROOT / "app" / "main.py", ROOT / "app" / "ui.py"]
 # Pages that do not ask who is signed in yet, each a strict xfail (once it asks, the test fails until its entry goes).

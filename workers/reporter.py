@@ -88,11 +88,18 @@ class Reporter(threading.Thread):
         log.warning("no longer draining: this worker takes runs again")
 
     def run(self) -> None:
+        from workers.reconciler import reconcile
+        from workers.tasks import get_store
+
         while not self.stopped.wait(self.interval):
             try:
                 self.report()
             except Exception:  # a database hiccup must not end the reports
                 log.exception("worker report failed")
+            try:
+                reconcile(get_store())  # lost runs back to the queue, a message for every queue that needs one
+            except Exception:
+                log.exception("reconciling the queue failed")
 
     def stop(self) -> None:
         self.stopped.set()

@@ -6,14 +6,16 @@ import logging
 import queue
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from celery import signals
 
-from db.store import Store, worker_name
+from db.store import RunInfo, Store, worker_name
 from models.tasks import TASKS
 from workers import reporter
-from workers.celery_app import TRAIN_TASK, app
+from workers.celery_app import TRAIN_TASK, app, send_ticket
+from workers.checkpoints import CheckpointStore, get_checkpoints
 from workers.early_stopping import EarlyStopping, decide
 from workers.settings import get_settings
 from workers.spec import parse_spec
@@ -44,39 +46,68 @@ class SweepJudge:
         return None
 
 
+@dataclass(frozen=True)
+class _Checkpoint:
+    blob: bytes
+
+
 class StoreSink:
     """Writes each flush in one transaction on a background thread, so training never waits on the database.
 
-    The write's answer (did someone press cancel? did the sweep's early-stopping rule say stop?) is what
-    `should_stop` reports at the next flush. A failed write is raised in the training thread at the next
-    `write`, or by `close`, which waits for the last one.
+    The write's answer (did someone press cancel? did the sweep's early-stopping rule say stop? does this worker
+    still hold the run?) is what `should_stop` reports at the next flush. A checkpoint handed to the sink is saved
+    after every row flushed before it is in the database, so a checkpoint never runs ahead of the metrics. A failed
+    write is raised in the training thread at the next `write`, or by `close`, which waits for the last one.
     """
 
-    def __init__(self, store: Store, run_id: int, judge: SweepJudge | None = None) -> None:
-        self.store, self.run_id, self.judge = store, run_id, judge
+    def __init__(
+        self, store: Store, run_id: int, judge: SweepJudge | None = None, worker: str | None = None,
+        checkpoints: CheckpointStore | None = None,
+    ) -> None:  # fmt: skip
+        self.store, self.run_id, self.judge, self.worker, self.checkpoints = store, run_id, judge, worker, checkpoints
         self.cancel_requested = False
         self.stop_reason: str | None = None
-        self._pending: queue.Queue[Sequence[tuple[int, str, float]] | None] = queue.Queue()
+        self.checkpointed: int | None = None  # the step of the last checkpoint saved
+        self._pending: queue.Queue[Sequence[tuple[int, str, float]] | _Checkpoint | None] = queue.Queue()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._drain, name=f"metrics-run-{run_id}", daemon=True)
         self._thread.start()
 
     def _drain(self) -> None:
-        while (rows := self._pending.get()) is not None:
-            batch = list(rows)
-            while not self._pending.empty():  # fold everything that queued up meanwhile into one transaction
-                more = self._pending.get_nowait()
-                if more is None:
+        while (item := self._pending.get()) is not None:
+            batch: list[tuple[int, str, float]] = []
+            checkpoint: _Checkpoint | None = None
+            while True:  # fold the rows queued meanwhile into one transaction, up to a checkpoint
+                if isinstance(item, _Checkpoint):
+                    checkpoint = item
+                    break
+                batch.extend(item)
+                if self._pending.empty():
+                    break
+                item = self._pending.get_nowait()
+                if item is None:
                     self._pending.put(None)
                     break
-                batch.extend(more)
             try:
-                self.cancel_requested = self.store.record(self.run_id, batch)
+                if batch or checkpoint is None:
+                    self.cancel_requested = self.store.record(self.run_id, batch, self.worker) or self.cancel_requested
                 if self.judge is not None and batch and self.stop_reason is None:
                     self.stop_reason = self.judge(max(step for step, _, _ in batch))
             except BaseException as exc:  # surfaced in the training thread
                 self._error = exc
                 return
+            if checkpoint is not None and self.checkpoints is not None:
+                self._save(checkpoint)
+
+    def _save(self, checkpoint: _Checkpoint) -> None:
+        from workers.training import load_state
+
+        try:
+            assert self.checkpoints is not None
+            self.checkpoints.save(self.run_id, checkpoint.blob)
+            self.checkpointed = int(load_state(checkpoint.blob)["counters"]["step"])
+        except Exception:  # the run goes on; it is only less resumable until the next checkpoint
+            log.exception("run %s: saving its checkpoint failed", self.run_id)
 
     def _raise(self) -> None:
         if self._error is not None:
@@ -86,11 +117,14 @@ class StoreSink:
         self._raise()
         self._pending.put(rows)
 
+    def save_checkpoint(self, step: int, blob: bytes) -> None:
+        self._pending.put(_Checkpoint(blob))
+
     def should_stop(self) -> bool:
         return self.cancel_requested or self.stop_reason is not None or shutting_down.is_set()
 
     def close(self) -> None:
-        """Wait until every written row is in the database."""
+        """Wait until every written row (and checkpoint) is saved."""
         self._pending.put(None)
         self._thread.join()
         self._raise()
@@ -108,60 +142,90 @@ def _judge(store: Store, sweep_id: int | None, run_id: int, steps: int) -> Sweep
     return SweepJudge(store, run_id, sweep.id, config, steps) if config.rule != "none" else None
 
 
-BLOCKED_RETRY_S = 3.0
-
-
 @app.task(name=TRAIN_TASK, bind=True, max_retries=None)
 def train(self: Any, run_id: int) -> str:
-    """A message is a ticket for one run of its queue, not an order to train `run_id`: the worker takes over
-    `run_id` if it is running on a worker that went silent (the message came back), and otherwise claims the
-    run fair share says goes next in the queue (db.store.Store.dispatch_order). Every queued run has one
-    message in its queue, so every run is trained once, in the order the database decides."""
+    """A message is a ticket, not an order to train `run_id`: the worker claims the run fair share says goes next
+    in the ticket's queue (db.store.Store.dispatch_order), trains it, and goes on claiming (from any queue it
+    consumes) until nothing waits that it may take. So the database decides the order, a worker never idles while
+    runs it could train wait, and a lost, duplicated or redelivered message does no harm: each run is claimed once,
+    atomically. The reconciler (workers/reconciler.py) sends a ticket where queued runs have none in flight."""
     from workers import training
 
-    settings, store = get_settings(), get_store()
+    store, me = get_store(), worker_name()
     row = store.get_run(run_id)
-    queue = row.queue if row is not None else (self.request.delivery_info or {}).get("routing_key") or "auto"
-    if reporter.reporter is not None and reporter.reporter.draining:  # hand the ticket on to another worker
-        app.send_task(TRAIN_TASK, args=[run_id], queue=queue)
+    first = row.queue if row is not None else (self.request.delivery_info or {}).get("routing_key") or "auto"
+    if _draining():  # hand the ticket on to another worker
+        send_ticket(first, run_id)
         return "drained"
-    device = str(training.resolve_device("cpu" if queue == "cpu" else "auto"))
-    spec_row = store.claim_stale(run_id, worker_name(), device, settings.heartbeat_timeout_s)
-    if spec_row is None:
-        spec_row, blocked = store.claim_next(queue, worker_name(), device)
-        if spec_row is None:
-            if blocked:  # runs wait, but their owners are at their limit of runs at once: ask again soon
-                raise self.retry(countdown=BLOCKED_RETRY_S, queue=queue)
-            return "skipped"  # nothing waits in this queue (cancelled, finished, or taken by another worker)
-    run_id = spec_row.id
+    device = training.resolve_device("cpu" if first == "cpu" else "auto")
+    queues = [first] + [q for q in (reporter.reporter.queues if reporter.reporter else []) if q != first]
+    done: list[str] = []
+    while not shutting_down.is_set() and not _draining():
+        claimed = None
+        for name in queues:
+            if name == "cuda" and device.type != "cuda":
+                continue
+            claimed, _blocked = store.claim_next(name, me, str(device))
+            if claimed is not None:
+                break
+        if claimed is None:
+            break  # nothing this worker may take now (owners at their limit wait for the reconciler's next ticket)
+        done.append(f"{claimed.id}:{train_one(store, claimed, me)}")
+    return " ".join(done) or "skipped: nothing waits that this worker may take"
+
+
+def _draining() -> bool:
+    return reporter.reporter is not None and reporter.reporter.draining
+
+
+def train_one(store: Store, row: RunInfo, me: str) -> str:
+    """Train one claimed run, from its checkpoint if an earlier worker left one, and record how it ended."""
+    from workers import training
+
+    run_id, checkpoints = row.id, get_checkpoints()
     try:
-        spec = parse_spec(spec_row.spec)
+        spec = parse_spec(row.spec)
         torch_device = training.resolve_device(spec.device)
     except Exception as exc:
-        store.finish(run_id, "failed", f"{type(exc).__name__}: {exc}")
+        store.finish(run_id, "failed", f"{type(exc).__name__}: {exc}", worker=me)
         return "failed"
-    sink = StoreSink(store, run_id, _judge(store, spec_row.sweep_id, run_id, spec.steps))
+    blob, start = checkpoints.load(run_id), 0
+    if blob is not None:
+        try:
+            start = int(training.load_state(blob)["counters"]["step"])
+        except Exception:
+            log.exception("run %s: its checkpoint is unreadable; starting it again from step 0", run_id)
+            blob, start = None, 0
+    store.begin_attempt(run_id, start, me)
+    sink = StoreSink(store, run_id, _judge(store, row.sweep_id, run_id, spec.steps), me, checkpoints)
     if reporter.reporter is not None:
         reporter.reporter.run_id = run_id
     try:
         try:
-            outcome = training.run(spec, sink, torch_device)
+            outcome = training.run(spec, sink, torch_device, resume=blob)
         finally:
-            sink.close()  # every metric is in the database before the status changes
+            sink.close()  # every metric (and the last checkpoint) is saved before the status changes
             if reporter.reporter is not None:
                 reporter.reporter.run_id = None
     except Exception as exc:
         log.exception("run %s failed", run_id)
-        store.finish(run_id, "failed", f"{type(exc).__name__}: {exc}")
+        if store.finish(run_id, "failed", f"{type(exc).__name__}: {exc}", worker=me):
+            checkpoints.delete(run_id)
         return "failed"
+    now = store.get_run(run_id)
+    if now is None or now.worker != me or now.status != "running":  # deleted, or taken for lost and moved on
+        return "lost"
     if outcome.status == "cancelled" and sink.stop_reason and not sink.cancel_requested:
-        store.finish(run_id, "stopped", f"stopped early at step {outcome.steps}: {sink.stop_reason}")
-        return "stopped"
-    if outcome.status == "cancelled" and not sink.cancel_requested:
-        store.finish(run_id, "failed", f"the worker shut down at step {outcome.steps} of {spec.steps}")
-        return "failed"
-    store.finish(run_id, outcome.status, outcome.message or None)
-    return outcome.status
+        status, message = "stopped", f"stopped early at step {outcome.steps}: {sink.stop_reason}"
+    elif outcome.status == "cancelled" and not sink.cancel_requested:  # this worker is shutting down
+        where = f"its checkpoint at step {sink.checkpointed}" if sink.checkpointed else "step 0 (no checkpoint)"
+        store.hand_back(run_id, me, f"worker {me} shut down at step {outcome.steps}; the next resumes from {where}")
+        return "handed back"
+    else:
+        status, message = outcome.status, outcome.message
+    if store.finish(run_id, status, message or None, worker=me):
+        checkpoints.delete(run_id)
+    return status
 
 
 @signals.worker_shutting_down.connect
@@ -189,6 +253,6 @@ def _warm_up(**_: Any) -> None:
                        "eval_every": 1, "batch": {"size": 8}})  # fmt: skip
     training.run(warm, training.ListSink(), torch.device("cpu"))
     TASKS["digits-mlp"].build(seed=0, **TASKS["digits-mlp"].defaults)  # reads sklearn's digits once
-    lost = get_store().mark_lost_runs(get_settings().heartbeat_timeout_s)
-    if lost:
-        log.warning("marked runs %s failed: their worker stopped sending heartbeats", lost)
+    from workers.reconciler import reconcile
+
+    reconcile(get_store())  # runs lost while no worker ran go back to the queue now, not at the first report

@@ -90,12 +90,16 @@ def progress_line(run: RunInfo, spot: QueueSpot | None) -> None:
             )  # fmt: skip
             where = f" · #{spot.position} in the {spot.queue} queue, {starts}"
         text = f"{run_label(run)}{owner} — queued {fmt_age(run.created_at)}, waiting for {worker}{where}"
+        if run.progress:  # handed back or lost mid-run: the next worker goes on from its checkpoint
+            text += f" · to resume at step ≤ {run.progress}"
         cols[0].progress(0.0, text=text)
     else:
         eta = run.eta_seconds()
         text = (
             f"{run_label(run)}{owner} — step {run.progress}/{run.steps} · ETA {fmt_seconds(eta)} · {run.device or ''}"
         )
+        if run.resumed_from:
+            text += f" · resumed from step {run.resumed_from}"
         if run.cancel_requested:
             text += " · stopping…"
         cols[0].progress(run.fraction_done, text=text)
