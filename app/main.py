@@ -60,7 +60,8 @@ else:
         with st.sidebar:
             st.caption(f"Signed in as **{who.name}** ({who.role})")
             if st.button("Log out", icon=":material/logout:", key="auth.logout"):
-                session.log_out(store)
+                if session.log_out(store):
+                    st.stop()  # the browser is sent to the single sign-on's logout, and reloads
                 st.rerun()
             session.sync_cookie()
 page.run()

@@ -129,8 +129,14 @@ def sso_providers() -> list[str | None]:
         return []
     if not section:
         return []
-    named = [name for name, value in section.items() if hasattr(value, "items")]
-    return named or [None]
+    # A provider is a table with its own client (`[auth.google]`); other tables (`client_kwargs`) are settings. The
+    # unnamed one is `client_id` ... right in `[auth]`; both kinds may be configured together.
+    default: list[str | None] = [None] if section.get("client_id") else []
+    named = [
+        name for name, value in section.items()
+        if hasattr(value, "items") and ("client_id" in value or "server_metadata_url" in value)
+    ]  # fmt: skip
+    return default + named
 
 
 def sso_identity() -> dict[str, Any] | None:
@@ -144,14 +150,22 @@ def sso_identity() -> dict[str, Any] | None:
     return user if user.get("is_logged_in") else None
 
 
+def sso_email_verified(identity: dict[str, Any]) -> bool:
+    """Whether the provider says it verified the e-mail: `email_verified` true (a JSON boolean, or the string some
+    providers send). Missing or anything else is not verified: an e-mail a user typed in at the provider proves
+    nothing about who they are here."""
+    verified = identity.get("email_verified")
+    return verified is True or (isinstance(verified, str) and verified.strip().lower() == "true")
+
+
 def _sso_principal(store: Store) -> Principal | None:
-    """The existing account whose e-mail the provider vouches for. Never creates one: an unknown e-mail (or one
-    the provider says is unverified) is nobody."""
+    """The existing account whose e-mail the provider vouches for. Never creates one: an unknown e-mail, or one the
+    provider does not say it verified, is nobody."""
     identity = sso_identity()
     if identity is None:
         return None
     email = str(identity.get("email") or "").strip()
-    if not email or identity.get("email_verified") is False:
+    if not email or not sso_email_verified(identity):
         return None
     user = store.get_user(email=email) or store.get_user(email=email.lower())
     if user is None:
@@ -172,13 +186,18 @@ def log_in(store: Store, name: str, password: str) -> Principal | None:
     return who
 
 
-def log_out(store: Store) -> None:
+def log_out(store: Store) -> bool:
     """End the session on the server (so the cookie is worthless everywhere), forget it here; the next run clears
-    the cookie. A single sign-on is ended with Streamlit's own logout (which reloads the page)."""
+    the cookie. A single sign-on is ended with Streamlit's own logout: it sends the browser to /auth/logout (which
+    clears the identity cookie, then the provider's logout) and the page reloads. True then: the caller must stop
+    this run, not rerun it, as a rerun's start empties what is still queued for the browser, that redirect with it
+    (the identity cookie would stay, and the next reload would sign in again)."""
     for token in {st.session_state.pop(TOKEN_KEY, None), _cookie()}:
         end_web_session(store, token)
     if sso_identity() is not None:
         st.logout()
+        return True
+    return False
 
 
 def sync_cookie() -> None:

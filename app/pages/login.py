@@ -31,11 +31,18 @@ with left:
         if st.button(label, key=f"sso-{provider or 'default'}", icon=":material/key:"):
             st.login(provider)
     identity = session.sso_identity()
-    if identity is not None:  # signed in with the provider, but no account has that (verified) e-mail
-        st.warning(
-            f"You are signed in as {identity.get('email') or 'someone without an e-mail'}, but no account here has "
-            "that e-mail. Ask an admin to add it (Account page, or `python -m app.cli user add`)."
-        )
+    if identity is not None:  # signed in with the provider, but that is no account here
+        email = identity.get("email")
+        if email and not session.sso_email_verified(identity):
+            st.warning(
+                f"You are signed in as {email}, but the single sign-on has not verified that e-mail, so it logs "
+                "in to no account here. Verify it with the provider, or log in with your name and password."
+            )
+        else:
+            st.warning(
+                f"You are signed in as {email or 'someone without an e-mail'}, but no account here has that "
+                "e-mail. Ask an admin to add it (Account page, or `python -m app.cli user add`)."
+            )
         if st.button("Sign out of the single sign-on", key="sso-logout"):
             st.logout()
     st.caption("No account? An admin creates one on the Account page, or with `python -m app.cli user add NAME`.")
