@@ -271,6 +271,8 @@ class RunOut(Model):
     device: str | None
     cancel_requested: bool
     error: str | None
+    attempts: int = Field(description="workers this run has lost (it was queued again to resume after each)")
+    resumed_from: int = Field(description="the checkpoint step the current (or last) attempt began at; 0: none")
     spec: dict[str, Any]
 
     @classmethod
@@ -280,7 +282,8 @@ class RunOut(Model):
             sweep_id=run.sweep_id, priority=run.priority, queue=run.queue, progress=run.progress, steps=run.steps,
             eta_seconds=run.eta_seconds(), created_at=run.created_at, started_at=run.started_at,
             finished_at=run.finished_at, heartbeat_at=run.heartbeat_at, worker=run.worker, device=run.device,
-            cancel_requested=run.cancel_requested, error=run.error, spec=run.spec,
+            cancel_requested=run.cancel_requested, error=run.error, attempts=run.attempts,
+            resumed_from=run.resumed_from, spec=run.spec,
         )  # fmt: skip
 
 

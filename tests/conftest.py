@@ -46,12 +46,26 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):  # ty
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
-# Counts the Streamlit reruns the page has finished (the app's script state becoming "notRunning"), from the
-# page's first load: a test can wait for the rerun an edit caused instead of sleeping and hoping it has started.
-# Any earlier state counts, not only "running": a browser that is slower than the server (a loaded machine) gets
-# a run's start and end in one batch and React renders "rerunRequested" -> "notRunning" without "running" between.
+# What a test waits on after an edit, counted from the page's first load (an init script):
+# - the Streamlit reruns the page has finished (the app's script state becoming "notRunning" from anything else);
+# - the messages the server has sent over the app's websocket, and when the last one came.
+# The first alone misses reruns on a loaded machine: a browser slower than the server gets a whole rerun's messages
+# in one batch, React renders the state once, and the attribute never leaves "notRunning". The second catches those:
+# after an edit, any message means the server has answered it, and a pause in them with the app idle means done.
 COUNT_RERUNS_JS = """
 window.__optlabReruns = 0;
+window.__optlabFrames = 0;
+window.__optlabLastFrame = 0;
+const NativeWebSocket = window.WebSocket;
+window.WebSocket = class extends NativeWebSocket {
+  constructor(...args) {
+    super(...args);
+    this.addEventListener('message', () => {
+      window.__optlabFrames += 1;
+      window.__optlabLastFrame = performance.now();
+    });
+  }
+};
 new MutationObserver((records) => {
   for (const r of records) {
     if (r.attributeName === 'data-test-script-state' && r.oldValue !== 'notRunning'
@@ -62,24 +76,34 @@ new MutationObserver((records) => {
 """
 IDLE_JS = """() => document.querySelector('[data-testid="stApp"]')?.getAttribute('data-test-script-state')
     === 'notRunning'"""
+QUIET_MS = 500  # no message from the server for this long
 
 
-def reruns(page) -> int:  # type: ignore[no-untyped-def]
-    """How many reruns the page has finished so far (see COUNT_RERUNS_JS)."""
-    return int(page.evaluate("window.__optlabReruns || 0"))
+def reruns(page) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    """Where the page is now: (reruns finished, messages received) since its load (see COUNT_RERUNS_JS)."""
+    reruns_, frames = page.evaluate("[window.__optlabReruns || 0, window.__optlabFrames || 0]")
+    return int(reruns_), int(frames)
 
 
 def loaded(page) -> None:  # type: ignore[no-untyped-def]
     """After a page.goto: wait until the page's first run has finished. "Idle" alone is also true before that run
     has started, and an edit made while the first run is still drawing the form can reset its inputs."""
-    settle(page, 0)
+    settle(page, (0, 0))
 
 
-def settle(page, before: int) -> None:  # type: ignore[no-untyped-def]
-    """Wait until a rerun that started after `before = reruns(page)` was read has finished and the app is idle:
-    an edit's rerun, however slowly a busy machine starts it. Edits that land while a rerun is still drawing the
-    form can make Streamlit reset number inputs to 0 (as in streamlit#9056), so tests edit one field at a time."""
-    page.wait_for_function(f"() => (window.__optlabReruns || 0) > {before} && ({IDLE_JS})()", timeout=120_000)
+def settle(page, before: tuple[int, int]) -> None:  # type: ignore[no-untyped-def]
+    """Wait until the page has answered an edit made after `before = reruns(page)` was read, and is idle: a rerun
+    finished since, or messages arrived since and have paused, however slowly a busy machine starts the rerun.
+    Edits that land while a rerun is still drawing the form can make Streamlit reset number inputs to 0 (as in
+    streamlit#9056), so tests edit one field at a time."""
+    done_reruns, frames = before
+    page.wait_for_function(
+        f"""() => ((window.__optlabReruns || 0) > {done_reruns}
+                   || ((window.__optlabFrames || 0) > {frames}
+                       && performance.now() - window.__optlabLastFrame > {QUIET_MS}))
+                  && ({IDLE_JS})()""",
+        timeout=120_000,
+    )
 
 
 def reset_database(url: str) -> None:

@@ -112,3 +112,29 @@ def test_a_checkpoint_is_plain_data() -> None:
     run(spec, sink)
     state = load_state(sink.checkpoints[22])
     assert state["counters"]["step"] == 22 and state["batches"]["position"] > 0
+
+
+def test_checkpoint_store_replaces_atomically_and_leaves_no_temporary_files(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from workers.checkpoints import CheckpointStore
+
+    store = CheckpointStore(str(tmp_path / "ckpt"))
+    assert store.load(7) is None
+    store.save(7, b"first")
+    store.save(7, b"second")
+    assert store.load(7) == b"second"
+    assert [p.name for p in (tmp_path / "ckpt").iterdir()] == ["run-7.pt"]  # the temporary file was renamed
+    store.delete(7)
+    store.delete(7)  # twice is fine
+    assert store.load(7) is None
+
+
+def test_checkpoint_store_takes_an_fsspec_url() -> None:
+    """An object store through fsspec (here its in-memory filesystem; s3://, gs://... with their packages)."""
+    from workers.checkpoints import CheckpointStore
+
+    store = CheckpointStore("memory://optlab-test/checkpoints")
+    assert store.remote and store.load(3) is None
+    store.save(3, b"state")
+    assert store.load(3) == b"state"
+    store.delete(3)
+    assert store.load(3) is None
