@@ -119,11 +119,16 @@ class Batches:
     def _shuffle(self) -> torch.Tensor:
         return torch.randperm(self.n, generator=self.generator).to(self.x.device)
 
-    def next(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def next_index(self, size: int) -> torch.Tensor:
+        """The next batch's example indices (a packed run gathers every member's at once)."""
         if self.position + size > self.n:
             self.order, self.position = self._shuffle(), 0
         index = self.order[self.position : self.position + size]
         self.position += size
+        return index
+
+    def next(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        index = self.next_index(size)
         return self.x[index], self.y[index]
 
 
