@@ -31,9 +31,15 @@ PAGES = (  # file, title, icon; the first is the default
 )
 
 st.set_page_config(page_title="Optimizer Lab", page_icon=str(ICON), layout="wide")
-if not preloaded():  # the first page after the server started: say what the wait is for
-    with st.spinner("Loading PyTorch, the optimizer catalogue and the charts (once, after the server starts)…"):
+# The first page after the server started says what the wait is for. Its spinner sits in a slot that every run
+# draws, empty or not: a spinner of its own, drawn only on the first run, moved every element of the page down one
+# place on that run and back up on the next, and the browser then took the form's inputs for new widgets and sent
+# their bare defaults (index 0, 0) — on a loaded server, the Launch form reset itself after the first edit.
+notice = st.empty()
+if not preloaded():
+    with notice, st.spinner("Loading PyTorch, the optimizer catalogue and the charts (once, after the server starts)…"):
         preload()
+    notice.empty()
 
 from app import session  # noqa: E402  (after the preload: it imports the store)
 from app.ui import get_store  # noqa: E402

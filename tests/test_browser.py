@@ -6,6 +6,7 @@ import re
 
 import pandas as pd
 import pytest
+from playwright.sync_api import expect
 
 from tests.conftest import Stack, loaded, reruns, settle, wait_for
 from workers.metrics import EVERY_STEP
@@ -35,6 +36,11 @@ def launch(page, ui_url: str, name: str, steps: str | None = None) -> int:  # ty
     page.goto(ui_url)
     page.get_by_text("Launch a run").first.wait_for()
     loaded(page)  # the page's first run has finished
+    # ... and the browser shows the values the server gave the form's inputs. A number input is first drawn with
+    # its bare default (0) and then set to the server's value; an edit sent in between (seconds, on a loaded
+    # machine) would send those zeros back and reset the form.
+    for label, value in (("hidden", "64"), ("steps", "500"), ("eval_every", "50"), ("size", "64")):
+        expect(page.get_by_label(label, exact=True)).to_have_value(value, timeout=60_000)
     before = reruns(page)
     page.get_by_label("Run name").fill(name)
     page.get_by_label("Run name").press("Enter")
