@@ -393,28 +393,47 @@ def _error_body(detail: str, errors: list[tuple[str, str]]) -> dict[str, Any]:
 def export_table(
     store: Store, ids: list[int], *, parquet: bool, sweep: bool = False, summary: bool = False,
     target: tuple[str, float] | None = None,
-) -> tuple[bytes, int]:  # fmt: skip
+) -> tuple[Any, int]:  # fmt: skip
     """The same files as `app.cli export`: the runs' CSV (one row per run and step), a sweep's long CSV, the long
-    table as Parquet, or the summary (one row per run). Returns the bytes and the row count."""
+    table as Parquet, or the summary (one row per run). Returns a binary file positioned at its start (streamed
+    into it a chunk at a time: kept in memory up to 16 MiB, then on disk) and the row count."""
     import io
+    import tempfile
 
     from app import export
 
-    if summary:
-        frame = export.summary_frame(store, ids, target)
-        return (export.parquet_bytes(frame) if parquet else export.frame_csv_bytes(frame)), len(frame)
-    if parquet:
-        frame = export.long_frame(store, ids)
-        return export.parquet_bytes(frame), len(frame)
-    buffer = io.StringIO()
-    rows = (export.write_long_csv if sweep else export.write_csv)(store, ids, buffer)
-    return buffer.getvalue().encode("utf-8"), rows
+    file: Any = tempfile.SpooledTemporaryFile(max_size=16 * 1024 * 1024)  # noqa: SIM115 (closed by _file)
+    try:
+        if summary:
+            frame = export.summary_frame(store, ids, target)
+            file.write(export.parquet_bytes(frame) if parquet else export.frame_csv_bytes(frame))
+            rows = len(frame)
+        elif parquet:
+            rows = export.write_long_parquet(store, ids, file)
+        else:
+            text = io.TextIOWrapper(file, encoding="utf-8", newline="", write_through=True)
+            rows = (export.write_long_csv if sweep else export.write_csv)(store, ids, text)
+            text.flush()
+            text.detach()
+        file.seek(0)
+    except BaseException:
+        file.close()
+        raise
+    return file, rows
 
 
-def _file(data: bytes, rows: int, runs: int, filename: str) -> Response:
+def _file(data: Any, rows: int, runs: int, filename: str) -> Response:
+    """Stream the export's file (see `export_table`) in 1 MiB pieces, closing it at the end."""
+    from fastapi.responses import StreamingResponse
+
+    def pieces() -> Any:
+        with data:
+            while piece := data.read(1024 * 1024):
+                yield piece
+
     parquet = filename.endswith(".parquet")
-    return Response(
-        data,
+    return StreamingResponse(
+        pieces(),
         media_type="application/vnd.apache.parquet" if parquet else "text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{filename}"', "X-Rows": str(rows),
                  "X-Runs": str(runs)},

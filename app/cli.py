@@ -222,11 +222,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         frame = export.summary_frame(store, ids, (args.target_metric, args.target) if args.target is not None else None)
         Path(args.output).write_bytes(export.parquet_bytes(frame) if parquet else export.frame_csv_bytes(frame))
         rows = len(frame)
-    elif parquet:  # the long table
-        frame = export.long_frame(store, ids)
-        Path(args.output).write_bytes(export.parquet_bytes(frame))
-        rows = len(frame)
-    else:  # CSV, streamed one run at a time: long for a sweep, one row per step for runs
+    elif parquet:  # the long table, streamed a chunk at a time (one row group each)
+        with open(args.output, "wb") as binary:
+            rows = export.write_long_parquet(store, ids, binary)
+    else:  # CSV, streamed a chunk at a time: long for a sweep, one row per step for runs
         write = export.write_long_csv if args.sweep is not None else export.write_csv
         with open(args.output, "w", newline="", encoding="utf-8") as out:
             rows = write(store, ids, out)

@@ -18,14 +18,23 @@ number per row: `run_id`, `run_name`, the fields that differ between the runs (`
 failed or stopped), `steps_done`, `duration_s`, every spec field, `final_<m>` and `best_<m>` for the loss, the
 validation loss and accuracy (best = lowest loss, highest accuracy), and, given a target, `target_step`,
 `target_samples`, `target_seconds`: when the run first reached it (empty if never).
+
+The runs' CSV, the long CSV and the long Parquet (`write_long_parquet`) stream: metrics come from the store in
+chunks of at most `CHUNK_ROWS` values (`Store.iter_metrics`), pivoted with numpy and written chunk by chunk
+(Parquet: one row group per chunk, its schema fixed up front from the runs' specs), so memory stays one chunk
+wide however many runs there are. Within a run and step, long rows come in metric order. In Parquet a measured
+NaN is a null (as pandas writes it), read back as NaN.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import math
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, TextIO
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, BinaryIO, TextIO
 
+import numpy as np
 import pandas as pd
 
 from app.analysis import varying
@@ -33,6 +42,7 @@ from db.store import RunInfo, Store
 from workers.metrics import METRIC_NAMES
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+CHUNK_ROWS = 50_000  # metric values a streaming export holds at once (~30 MB of text and arrays)
 
 
 def escape_cell(value: Any) -> Any:
@@ -60,31 +70,77 @@ def _spec_columns(runs: Sequence[RunInfo]) -> list[str]:
     return list(columns)
 
 
-def _wide(long: pd.DataFrame) -> pd.DataFrame:
-    """Long (step, metric, value) rows → one row per step. Measured NaN becomes the text NaN."""
-    values = long["value"].astype(object).where(long["value"].notna(), "NaN")
-    return long.assign(value=values).pivot(index="step", columns="metric", values="value").sort_index()
+def _csv_cells(cells: Sequence[str]) -> str:
+    """Cells joined as pandas' `to_csv` writes them (csv module, minimal quoting), without the line end."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(cells)
+    return buffer.getvalue()[:-1]
 
 
-def write_csv(store: Store, run_ids: Iterable[int], out: TextIO) -> int:
-    """Write the runs' CSV to `out`, one run at a time (memory stays one run wide). Returns the row count."""
+def _text(value: Any, na_rep: str) -> str:
+    """One cell's text as pandas writes it: escaped, missing values as `na_rep`, everything else `str()`."""
+    value = escape_cell(value)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return na_rep
+    return str(value)
+
+
+def _numbers(values: np.ndarray) -> list[str]:
+    """Measured values as text (shortest round-trip repr, `inf`/`-inf`, as pandas writes them), NaN as `NaN`."""
+    text = list(map(repr, values.tolist()))  # ~10x faster than numpy's astype(str), the same digits
+    for i in np.flatnonzero(np.isnan(values)).tolist():
+        text[i] = "NaN"
+    return text
+
+
+def _chunks(store: Store, runs: Sequence[RunInfo], chunk_rows: int) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
+    """The runs' metrics a chunk at a time, with each row's position in `runs` (sorted by id)."""
+    ids = np.asarray([run.id for run in runs], dtype=np.int64)
+    for chunk in store.iter_metrics([run.id for run in runs], chunk_rows=chunk_rows):
+        if len(chunk):
+            yield chunk, np.searchsorted(ids, chunk["run_id"].to_numpy())
+
+
+def _codes(metric: pd.Series, names: Sequence[str]) -> np.ndarray:
+    """Each row's metric as its position in `names`."""
+    if isinstance(metric.dtype, pd.CategoricalDtype):
+        where = {name: i for i, name in enumerate(names)}
+        remap = np.asarray([where[c] for c in metric.cat.categories], dtype=np.int64)
+        return remap[metric.cat.codes.to_numpy()]
+    return np.asarray(pd.Categorical(metric, categories=list(names)).codes, dtype=np.int64)
+
+
+def write_csv(store: Store, run_ids: Iterable[int], out: TextIO, chunk_rows: int = CHUNK_ROWS) -> int:
+    """Write the runs' CSV to `out`, streamed a chunk of metrics at a time (memory stays one chunk wide).
+    Returns the row count."""
     runs = sorted(store.list_runs(ids=list(run_ids)), key=lambda r: r.id)
     spec_columns = _spec_columns(runs)
     logged = set(store.metric_names([run.id for run in runs]))
     metric_columns = list(METRIC_NAMES) + sorted(logged - set(METRIC_NAMES))
     columns = ["run_id", "run_name", "status", *spec_columns, "step", *metric_columns]
     pd.DataFrame(columns=columns).to_csv(out, index=False)
-    total = 0
+    heads = []  # each run's cells before the step, written once
     for run in runs:
-        frame = _wide(store.metrics([run.id])).reindex(columns=metric_columns)
         spec = flatten_dict(run.spec)
-        head = {"run_id": run.id, "run_name": run.name, "status": run.status}
-        head.update({c: spec.get(c) for c in spec_columns})
-        block = pd.DataFrame({k: [escape_cell(v)] * len(frame) for k, v in head.items()}, index=frame.index)
-        block["step"] = frame.index
-        block = pd.concat([block, frame], axis=1)[columns]
-        block.to_csv(out, index=False, header=False, na_rep="")
-        total += len(block)
+        head = [run.id, run.name, run.status, *(spec.get(c) for c in spec_columns)]
+        heads.append(_csv_cells([_text(v, "") for v in head]) + ",")
+    total = 0
+    for chunk, position in _chunks(store, runs, chunk_rows):
+        run_ids_, steps = chunk["run_id"].to_numpy(), chunk["step"].to_numpy()
+        starts = np.r_[True, (run_ids_[1:] != run_ids_[:-1]) | (steps[1:] != steps[:-1])]
+        row = np.cumsum(starts) - 1  # each value's row: one per run and step
+        first = np.flatnonzero(starts)
+        cells = np.full((len(first), len(metric_columns)), "", dtype=object)  # not measured: empty
+        text = np.empty(len(chunk), dtype=object)
+        text[:] = _numbers(chunk["value"].to_numpy())
+        cells[row, _codes(chunk["metric"], metric_columns)] = text
+        out.write(
+            "".join(
+                f"{heads[p]}{s},{','.join(c)}\n"
+                for p, s, c in zip(position[first].tolist(), steps[first].tolist(), cells.tolist(), strict=True)
+            )
+        )
+        total += len(first)
     return total
 
 
@@ -150,16 +206,84 @@ def escape_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def write_long_csv(store: Store, run_ids: Iterable[int], out: TextIO) -> int:
-    """The long table as CSV, one run at a time. NaN is written `NaN`. Returns the row count."""
+def write_long_csv(store: Store, run_ids: Iterable[int], out: TextIO, chunk_rows: int = CHUNK_ROWS) -> int:
+    """The long table as CSV, streamed a chunk at a time. NaN is written `NaN`. Returns the row count."""
     runs = sorted(store.list_runs(ids=list(run_ids)), key=lambda r: r.id)
     fields = varying_fields(runs)
     pd.DataFrame(columns=["run_id", "run_name", *fields, "step", "metric", "value"]).to_csv(out, index=False)
-    total = 0
+    heads = []
     for run in runs:
-        block = escape_frame(_long_block(store, run, fields))
-        block.to_csv(out, index=False, header=False, na_rep="NaN")
-        total += len(block)
+        spec = flatten_dict(run.spec)
+        heads.append(_csv_cells([_text(v, "NaN") for v in (run.id, run.name, *(spec.get(f) for f in fields))]) + ",")
+    total = 0
+    for chunk, position in _chunks(store, runs, chunk_rows):
+        metric = chunk["metric"]
+        names = list(metric.cat.categories) if isinstance(metric.dtype, pd.CategoricalDtype) else sorted(set(metric))
+        cells = [_csv_cells([_text(name, "NaN")]) for name in names]
+        named = [cells[i] for i in _codes(metric, names).tolist()]
+        steps, values = chunk["step"].tolist(), _numbers(chunk["value"].to_numpy())
+        rows = zip(position.tolist(), steps, named, values, strict=True)
+        out.write("".join(f"{heads[p]}{s},{m},{v}\n" for p, s, m, v in rows))
+        total += len(chunk)
+    return total
+
+
+def _arrow_column(name: str, values: Sequence[Any]) -> tuple[Any, Callable[[Any], Any]]:
+    """The Parquet type the in-memory export gave a spec field holding these values (one per run), and how a
+    value becomes a cell: the same pandas inference on one row per distinct value, then `_parquet_safe`."""
+    import pyarrow as pa
+
+    distinct = list({(type(v), repr(v)): v for v in values}.values())
+    frame = pd.concat([pd.DataFrame({name: [v]}) for v in distinct], ignore_index=True)
+    text = _mixed(frame[name])
+    arrow_type = pa.Table.from_pandas(_parquet_safe(frame), preserve_index=False).schema.field(name).type
+    return arrow_type, (lambda v: None if v is None else str(v)) if text else (lambda v: v)
+
+
+def write_long_parquet(store: Store, run_ids: Iterable[int], out: BinaryIO, chunk_rows: int = CHUNK_ROWS) -> int:
+    """The long table as Parquet, streamed: one row group per chunk of metrics, the schema fixed up front (the
+    types `parquet_bytes(long_frame(...))` gives). Returns the row count."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    runs = sorted(store.list_runs(ids=list(run_ids)), key=lambda r: r.id)
+    fields = varying_fields(runs)
+    per_run: dict[str, Any] = {
+        "run_id": pa.array([run.id for run in runs], pa.int64()),
+        "run_name": pa.array([run.name for run in runs], pa.large_string()),
+    }
+    specs = [flatten_dict(run.spec) for run in runs]
+    for field in fields:
+        values = [spec.get(field) for spec in specs]
+        arrow_type, cell = _arrow_column(field, values)
+        per_run[field] = pa.array([cell(v) for v in values], arrow_type, from_pandas=True)
+    schema = pa.schema(
+        [("run_id", pa.int64()), ("run_name", pa.large_string()), *((f, per_run[f].type) for f in fields),
+         ("step", pa.int64()), ("metric", pa.large_string()), ("value", pa.float64())]
+    )  # fmt: skip
+    writer: pq.ParquetWriter | None = None
+    total = 0
+    try:
+        for chunk, position in _chunks(store, runs, chunk_rows):
+            at = pa.array(position)
+            metric = chunk["metric"]
+            if isinstance(metric.dtype, pd.CategoricalDtype):
+                names = pa.array(list(metric.cat.categories), pa.large_string())
+                metric_column = names.take(pa.array(metric.cat.codes.to_numpy()))
+            else:
+                metric_column = pa.array(metric.astype(object).to_numpy(), pa.large_string())
+            columns = [per_run[c].take(at) for c in ("run_id", "run_name", *fields)]
+            columns += [pa.array(chunk["step"].to_numpy()), metric_column,
+                        pa.array(chunk["value"].to_numpy(), pa.float64(), from_pandas=True)]  # fmt: skip
+            if writer is None:
+                writer = pq.ParquetWriter(out, schema)
+            writer.write_table(pa.Table.from_arrays(columns, schema=schema), row_group_size=len(chunk))
+            total += len(chunk)
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is None:  # no metrics at all: the in-memory export's empty table
+        out.write(parquet_bytes(long_frame(store, [run.id for run in runs])))
     return total
 
 
@@ -170,8 +294,6 @@ def frame_csv_bytes(frame: pd.DataFrame) -> bytes:
 
 def parquet_bytes(frame: pd.DataFrame) -> bytes:
     """A table as Parquet (pyarrow): types kept, NaN kept, no escaping needed (no spreadsheet runs it)."""
-    import io
-
     buffer = io.BytesIO()
     _parquet_safe(frame).to_parquet(buffer, index=False, engine="pyarrow")
     return buffer.getvalue()
@@ -182,26 +304,27 @@ def _parquet_safe(frame: pd.DataFrame) -> pd.DataFrame:
     becomes text."""
     out = frame.copy()
     for column in out.columns:
-        if out[column].dtype != object:
-            continue
-        kinds = {float if isinstance(v, int | float) and not isinstance(v, bool) else type(v)
-                 for v in out[column] if v is not None and not (isinstance(v, float) and math.isnan(v))}  # fmt: skip
-        if len(kinds) > 1:
+        if _mixed(out[column]):
             out[column] = out[column].map(lambda v: None if v is None else str(v))
     return out
 
 
-def long_csv_bytes(store: Store, run_ids: Iterable[int]) -> bytes:
-    import io
+def _mixed(column: pd.Series) -> bool:
+    """An object column holding more than one kind of value (numbers count as one kind)."""
+    if column.dtype != object:
+        return False
+    kinds = {float if isinstance(v, int | float) and not isinstance(v, bool) else type(v)
+             for v in column if v is not None and not (isinstance(v, float) and math.isnan(v))}  # fmt: skip
+    return len(kinds) > 1
 
+
+def long_csv_bytes(store: Store, run_ids: Iterable[int]) -> bytes:
     buffer = io.StringIO()
     write_long_csv(store, run_ids, buffer)
     return buffer.getvalue().encode("utf-8")
 
 
 def csv_bytes(store: Store, run_ids: Iterable[int]) -> bytes:
-    import io
-
     buffer = io.StringIO()
     write_csv(store, run_ids, buffer)
     return buffer.getvalue().encode("utf-8")

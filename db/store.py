@@ -969,3 +969,74 @@ class Store:
             for rid, name, value in conn.execute(query):
                 out.setdefault(rid, {})[name] = math.nan if value is None else value
         return out
+
+    def iter_metrics(self, run_ids: Sequence[int], chunk_rows: int = 200_000) -> Iterator[pd.DataFrame]:
+        """The runs' long rows (run_id, step, metric as a categorical, value; NaN kept) in frames of at most
+        `chunk_rows` rows, ordered by run, step and metric, each ending where a step ends, so a reader (an export)
+        holds one frame however many runs there are. A finished run is read from its packed curves (one row per
+        metric), the others row by row; a run larger than `chunk_rows` is read whole, then handed out in pieces."""
+        chunk_rows = max(1, chunk_rows)
+        ids = sorted(set(run_ids))
+        columns = (MetricValue.run_id, MetricValue.step, MetricValue.metric, MetricValue.value)
+
+        def read(conn: Any, chunk: list[int]) -> pd.DataFrame:
+            curves = select(PackedCurve.run_id, PackedCurve.metric, PackedCurve.steps, PackedCurve.values)
+            packed = conn.execute(curves.where(PackedCurve.run_id.in_(chunk))).all()
+            done = {row[0] for row in packed}
+            rest = [rid for rid in chunk if rid not in done]
+            found = conn.execute(select(*columns).where(MetricValue.run_id.in_(rest))) if rest else ()
+            rows = list(zip(*found, strict=True))  # column by column
+            names = sorted({row[1] for row in packed} | (set(rows[2]) if rows else set()))
+            code = {name: i for i, name in enumerate(names)}
+            parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+            for rid, metric, steps, values in packed:
+                step = np.frombuffer(steps, dtype="<i8")
+                n = len(step)
+                value = np.frombuffer(values, dtype="<f8")
+                parts.append((np.full(n, rid, np.int64), step, np.full(n, code[metric], np.int32), value))
+            if rows:
+                n = len(rows[0])
+                metrics = np.fromiter((code[m] for m in rows[2]), np.int32, n)
+                values = np.asarray(rows[3], np.float64)  # NULL (a NaN) → NaN
+                parts.append((np.asarray(rows[0], np.int64), np.asarray(rows[1], np.int64), metrics, values))
+            if not parts:
+                return pd.DataFrame({"run_id": [], "step": [], "metric": [], "value": []})
+            run, step, metric, value = (np.concatenate([p[k] for p in parts]) for k in range(4))
+            order = np.lexsort((metric, step, run))
+            named = pd.Categorical.from_codes(metric[order], categories=names)  # cheap: codes, not strings
+            return pd.DataFrame({"run_id": run[order], "step": step[order], "metric": named, "value": value[order]})
+
+        with self.engine.connect() as conn:
+            sizes: dict[int, int] = {}  # run → values, from the packed curves' lengths or by counting rows
+            for at in range(0, len(ids), 1000):  # 1,000 runs per query: bound parameter limits
+                group = ids[at : at + 1000]
+                packed = select(PackedCurve.run_id, func.sum(func.length(PackedCurve.values)))
+                packed = packed.where(PackedCurve.run_id.in_(group)).group_by(PackedCurve.run_id)
+                sizes.update({rid: int(n) // 8 for rid, n in conn.execute(packed)})
+                rest = [rid for rid in group if rid not in sizes]
+                if rest:
+                    counted = select(MetricValue.run_id, func.count()).where(MetricValue.run_id.in_(rest))
+                    sizes.update({rid: int(n) for rid, n in conn.execute(counted.group_by(MetricValue.run_id))})
+            plan: list[list[int]] = []  # consecutive runs, at most chunk_rows values together (or one run alone)
+            total = 0
+            for rid in (r for r in ids if sizes.get(r)):
+                if plan and total + sizes[rid] <= chunk_rows:
+                    plan[-1].append(rid)
+                    total += sizes[rid]
+                else:
+                    plan.append([rid])
+                    total = sizes[rid]
+            for chunk in plan:
+                frame = read(conn, chunk)
+                if len(frame) <= chunk_rows:
+                    yield frame
+                    continue
+                key = frame["run_id"].to_numpy() * (1 << 32) + frame["step"].to_numpy()
+                bounds = np.r_[np.flatnonzero(np.r_[True, key[1:] != key[:-1]]), len(frame)]  # where steps begin
+                at = 0
+                while at < len(frame):
+                    end = int(bounds[np.searchsorted(bounds, at + chunk_rows, side="right") - 1])
+                    if end <= at:  # one step holds more than chunk_rows rows: it comes whole
+                        end = int(bounds[np.searchsorted(bounds, at, side="right")])
+                    yield frame.iloc[at:end].reset_index(drop=True)
+                    at = end

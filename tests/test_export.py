@@ -125,3 +125,143 @@ def test_summary_csv_escapes_and_keeps_missing_cells_empty(sweep: tuple[Store, i
     back = pd.read_csv(io.StringIO(text))
     assert back["run_name"].iloc[0] == "'=cmd|' /C calc'!A0" and len(back) == 2
     assert math.isnan(back["final_val_loss"].iloc[0])
+
+
+# --- streaming: the same files as the in-memory export, one chunk held at a time ---------------------------------
+
+
+def _old_write_csv(store: Store, run_ids: list[int]) -> str:
+    """The runs' CSV as the in-memory export wrote it (one pandas pivot per run): the reference."""
+    from app.export import _spec_columns, flatten_dict
+
+    def wide(long: pd.DataFrame) -> pd.DataFrame:
+        values = long["value"].astype(object).where(long["value"].notna(), "NaN")
+        return long.assign(value=values).pivot(index="step", columns="metric", values="value").sort_index()
+
+    out = io.StringIO()
+    runs = sorted(store.list_runs(ids=run_ids), key=lambda r: r.id)
+    spec_columns = _spec_columns(runs)
+    logged = set(store.metric_names([run.id for run in runs]))
+    metric_columns = list(METRIC_NAMES) + sorted(logged - set(METRIC_NAMES))
+    columns = ["run_id", "run_name", "status", *spec_columns, "step", *metric_columns]
+    pd.DataFrame(columns=columns).to_csv(out, index=False)
+    for run in runs:
+        frame = wide(store.metrics([run.id])).reindex(columns=metric_columns)
+        spec = flatten_dict(run.spec)
+        head = {"run_id": run.id, "run_name": run.name, "status": run.status, **{c: spec.get(c) for c in spec_columns}}
+        block = pd.DataFrame({k: [escape_cell(v)] * len(frame) for k, v in head.items()}, index=frame.index)
+        block["step"] = frame.index
+        pd.concat([block, frame], axis=1)[columns].to_csv(out, index=False, header=False, na_rep="")
+    return out.getvalue()
+
+
+@pytest.fixture
+def mixed(store: Store) -> tuple[Store, list[int]]:
+    """Six runs of a sweep: NaN, ±inf, unmeasured metrics, formula-looking and quoted names, different metric sets
+    and schedules (spec fields missing in some runs, text and numbers in one field), one finished (packed), one
+    with no metrics."""
+    sweep_id = store.create_sweep("mixed", {})
+    ids = []
+    optimizers: list[dict[str, object]] = [{"name": "sgd", "lr": 0.1}, {"name": "adam", "lr": 1e-5},
+                                           {"name": "sgd", "lr": 3e-4, "momentum": 0.0}, {"name": "adamw", "lr": 2.5}]  # fmt: skip
+    names = ['=HYPERLINK("x")', "plain, with comma", '-quoted "run"', "@sum", "plain", "empty"]
+    for i, name in enumerate(names):
+        tag = {"tag": "-x" if i == 2 else i * 1.5 if i % 2 else i}  # text, floats and ints in one field
+        rid = store.create_run(name, {**spec(name, optimizers[i % 4]), **tag}, sweep_id)
+        ids.append(rid)
+        if name == "empty":
+            continue
+        rows = [(s, "loss", 1.0 / (s + i)) for s in range(1, 8)] + [(s, "lr", 1e-5 * s) for s in range(1, 8, 2)]
+        rows += [(2, "loss", math.nan), (3, "grad_l2", math.inf), (4, "grad_l2", -math.inf)]
+        if i % 2:
+            rows += [(5, "=cmd|' /C calc'!A0", 3.0), (7, "val_accuracy", 0.123456789012345678), (6, "zeta", -0.0)]
+        store.record(rid, rows)
+    store.finish(ids[1], "completed")  # read from its packed curves
+    return store, ids
+
+
+def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.sort_values(["run_id", "step", "metric"], kind="stable").reset_index(drop=True)
+
+
+def test_streaming_exports_write_what_the_in_memory_export_wrote(mixed: tuple[Store, list[int]]) -> None:
+    import pyarrow.parquet as pq
+
+    from app.export import write_csv, write_long_csv, write_long_parquet
+
+    store, ids = mixed
+    for chunk_rows in (1, 5, 13, 1000):  # a chunk per step, several steps or runs, everything at once
+        out = io.StringIO()
+        rows = write_csv(store, ids, out, chunk_rows=chunk_rows)
+        assert out.getvalue() == _old_write_csv(store, ids) and rows == out.getvalue().count("\n") - 1
+        long = io.StringIO()
+        assert write_long_csv(store, ids, long, chunk_rows=chunk_rows) == len(store.metrics(ids))
+        old, new = _old_write_long_csv(store, ids).split("\n"), long.getvalue().split("\n")
+        assert new[0] == old[0] and sorted(new) == sorted(old)  # the same lines; in metric order within a step
+        binary = io.BytesIO()
+        measured = ids[:-1]  # with the run that logged nothing, pandas made run_id a float: not kept
+        write_long_parquet(store, measured, binary, chunk_rows=chunk_rows)
+        expected = pq.read_table(io.BytesIO(parquet_bytes(long_frame(store, measured))))
+        got = pq.read_table(io.BytesIO(binary.getvalue()))
+        assert got.schema == expected.schema.remove_metadata()  # the same types (NaN a null, as pandas wrote)
+        assert got.column("value").null_count == expected.column("value").null_count == 5
+        pd.testing.assert_frame_equal(_sorted(got.to_pandas()), _sorted(expected.to_pandas()))
+        if chunk_rows == 5:
+            assert pq.ParquetFile(io.BytesIO(binary.getvalue())).num_row_groups > 5  # one row group per chunk
+
+
+def _old_write_long_csv(store: Store, run_ids: list[int]) -> str:
+    """The long CSV as the in-memory export wrote it (one escaped frame per run): the reference."""
+    from app.export import _long_block, escape_frame, varying_fields
+
+    out = io.StringIO()
+    runs = sorted(store.list_runs(ids=run_ids), key=lambda r: r.id)
+    fields = varying_fields(runs)
+    pd.DataFrame(columns=["run_id", "run_name", *fields, "step", "metric", "value"]).to_csv(out, index=False)
+    for run in runs:
+        escape_frame(_long_block(store, run, fields)).to_csv(out, index=False, header=False, na_rep="NaN")
+    return out.getvalue()
+
+
+def test_streaming_exports_hold_one_chunk_whatever_the_number_of_runs(store: Store) -> None:
+    """The store hands out chunks of at most chunk_rows rows that never split a step, and a writer has let go of
+    every chunk but the last when it asks for the next: memory stays flat as the runs grow."""
+    import weakref
+
+    from app.export import write_csv, write_long_csv, write_long_parquet
+
+    ids = []
+    for i in range(12):
+        rid = store.create_run(f"r{i}", spec(f"r{i}", {"name": "sgd", "lr": 0.1 * (i + 1)}))
+        store.record(rid, [(s, m, float(s * i)) for s in range(1, 21) for m in ("loss", "lr", "grad_l2")])
+        if i % 3 == 0:
+            store.finish(rid, "completed")
+        ids.append(rid)
+    for chunk_rows in (3, 7, 50, 100):
+        chunks = list(store.iter_metrics(ids, chunk_rows=chunk_rows))
+        assert max(len(c) for c in chunks) <= max(chunk_rows, 3)  # a step (3 metrics) comes whole
+        assert all(len(set(zip(c.run_id, c.step, strict=True))) * 3 == len(c) for c in chunks)  # steps unsplit
+        joined = pd.concat(chunks, ignore_index=True).astype({"metric": object})
+        expected = store.metrics(ids).sort_values(["run_id", "step", "metric"]).reset_index(drop=True)
+        pd.testing.assert_frame_equal(joined, expected, check_dtype=False)
+
+    real = Store.iter_metrics
+    seen: list[weakref.ref[pd.DataFrame]] = []
+    for n in (3, 12):
+
+        def watched(self: Store, run_ids: list[int], chunk_rows: int = 100_000) -> object:
+            for chunk in real(self, run_ids, chunk_rows=chunk_rows):
+                assert chunk_rows == 30 and len(chunk) <= 30
+                assert all(ref() is None for ref in seen[:-1])  # only the chunk being written is alive
+                seen.append(weakref.ref(chunk))
+                yield chunk
+
+        store.iter_metrics = watched.__get__(store)  # type: ignore[method-assign]
+        for write in (write_csv, write_long_csv):
+            seen.clear()
+            write(store, ids[:n], io.StringIO(), chunk_rows=30)
+            assert len(seen) == n * 60 // 30  # the chunks grow in number with the runs, not in size
+        seen.clear()
+        write_long_parquet(store, ids[:n], io.BytesIO(), chunk_rows=30)
+        assert len(seen) == n * 2
+        del store.iter_metrics
