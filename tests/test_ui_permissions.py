@@ -35,7 +35,7 @@ STORE_READS = {
     "get_run", "list_runs", "get_sweep", "list_sweeps", "sweep_counts", "dispatch_order", "packed_curves",
     "metrics", "window_means", "metric_names", "summaries", "first_reaching", "values_at", "get_user", "list_users",
     "count_users", "list_tokens", "active_counts", "gpu_hours_by_owner", "gpu_hours", "list_workers",
-    "worker_draining", "queue_lengths", "typical_run_seconds", "run_events", "queued_per_queue",
+    "worker_draining", "queue_lengths", "typical_run_seconds", "run_events", "queued_per_queue", "iter_metrics",
 }  # fmt: skip
 HOUSEKEEPING = {"mark_lost_runs"}  # any page reaps runs whose worker went silent, as the CLI's status does
 NOT_FROM_PAGES = {  # the worker's side, the accounts machinery (through app.session only), raw access
