@@ -36,6 +36,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def http_ok(url: str) -> bool:
+    """Whether the URL answers 200 now (one attempt; callers wait for it with `wait_for`)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -17,7 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ import redis
 
 from app.serve import process_start, redis_answers, same_process
 from db.store import Store
-from tests.conftest import ROOT, Stack, free_port, wait_for
+from tests.conftest import ROOT, Stack, free_port, http_ok, wait_for
 from workers.metrics import EVERY_STEP
 from workers.spec import parse_spec
 from workers.training import ListSink, run
@@ -36,14 +35,6 @@ pytestmark = [pytest.mark.live_worker]
 
 START_S = 180.0  # a launcher starting on a loaded machine (imports, migrations, Streamlit): generous
 GONE_S = 60.0  # processes ending after their launcher was killed
-
-
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 def alive(child: dict[str, Any]) -> bool:

@@ -72,6 +72,17 @@ def assert_same(packed: ListSink, alone: ListSink) -> None:
     assert errors[worst] <= 1e-5, (worst, errors[worst], got[worst], want[worst])
 
 
+def assert_members_match(specs: list) -> None:  # type: ignore[type-arg]
+    """Train the pack, then each member alone: the same curves."""
+    sinks = [ListSink() for _ in specs]
+    outcomes = run_pack(specs, sinks, torch.device("cpu"))
+    assert [o.status for o in outcomes] == ["completed"] * len(specs)
+    for spec, sink in zip(specs, sinks, strict=True):
+        alone = ListSink()
+        run(spec, alone, torch.device("cpu"))
+        assert_same(sink, alone)
+
+
 def test_every_packed_optimizer_has_members_here() -> None:
     assert set(MEMBERS) == set(PACKED)
 
@@ -80,13 +91,7 @@ def test_every_packed_optimizer_has_members_here() -> None:
 def test_a_member_logs_what_the_run_alone_logs(name: str) -> None:
     specs = specs_for(name, {"name": "warmup-cosine", "warmup_steps": 20})
     assert len({pack_key(s) for s in specs}) == 1
-    sinks = [ListSink() for _ in specs]
-    outcomes = run_pack(specs, sinks, torch.device("cpu"))
-    assert [o.status for o in outcomes] == ["completed"] * len(specs)
-    for spec, sink in zip(specs, sinks, strict=True):
-        alone = ListSink()
-        run(spec, alone, torch.device("cpu"))
-        assert_same(sink, alone)
+    assert_members_match(specs)
 
 
 @pytest.mark.parametrize("schedule", [
@@ -97,23 +102,13 @@ def test_a_member_logs_what_the_run_alone_logs(name: str) -> None:
 ], ids=lambda s: s["name"])  # fmt: skip
 def test_every_schedule_packs(schedule: dict[str, Any]) -> None:
     specs = specs_for("adamw", schedule, steps=60)
-    sinks = [ListSink() for _ in specs]
-    run_pack(specs, sinks, torch.device("cpu"))
-    for spec, sink in zip(specs, sinks, strict=True):
-        alone = ListSink()
-        run(spec, alone, torch.device("cpu"))
-        assert_same(sink, alone)
+    assert_members_match(specs)
 
 
 def test_on_a_relu_network_members_agree_until_rounding_flips_a_unit() -> None:
     """digits-mlp (ReLU): the first 30 steps agree to 1e-5 for every member."""
     specs = specs_for("adamw", {"name": "warmup-cosine", "warmup_steps": 10}, steps=30, task="digits-mlp")
-    sinks = [ListSink() for _ in specs]
-    run_pack(specs, sinks, torch.device("cpu"))
-    for spec, sink in zip(specs, sinks, strict=True):
-        alone = ListSink()
-        run(spec, alone, torch.device("cpu"))
-        assert_same(sink, alone)
+    assert_members_match(specs)
 
 
 def test_a_diverging_and_a_stopped_member_leave_the_others_untouched() -> None:

@@ -6,23 +6,14 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from app.serve import redis_answers
-from tests.conftest import ROOT, free_port, wait_for
+from tests.conftest import ROOT, free_port, http_ok, wait_for
 
 pytestmark = pytest.mark.live_worker
-
-
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 def test_make_run_brings_everything_up_and_ctrl_c_stops_it(tmp_path: Path) -> None:
