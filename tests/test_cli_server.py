@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -16,17 +15,9 @@ import pandas as pd
 import pytest
 
 from app.accounts import new_token
-from tests.conftest import ROOT, Stack, free_port, wait_for
+from tests.conftest import ROOT, Stack, free_port, http_ok, wait_for
 from tests.test_cli import GOOD
 from tests.test_queue import finished, running_with_progress
-
-
-def answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 @dataclass
@@ -58,7 +49,7 @@ def server(stack: Stack) -> Iterator[Server]:
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: answers(f"{url}/api/v1/health") or process.poll() is not None, 120, "the API server")
+        wait_for(lambda: http_ok(f"{url}/api/v1/health") or process.poll() is not None, 120, "the API server")
         assert process.poll() is None, (stack.tmp / "api.log").read_text()
         yield Server(url, stack, tokens)
     finally:
@@ -202,13 +193,13 @@ def test_the_launcher_serves_the_api_beside_the_ui(stack: Stack) -> None:
         wait_for(lambda: "Optimizer Lab is up" in log_path.read_text() or launcher.poll() is not None, 120, "serve")
         assert launcher.poll() is None, log_path.read_text()
         assert f"API: http://127.0.0.1:{api_port}/api/v1" in log_path.read_text()
-        wait_for(lambda: answers(f"http://127.0.0.1:{api_port}/api/v1/health"), 120, "the API")
-        assert answers(f"http://127.0.0.1:{api_port}/openapi.json")
+        wait_for(lambda: http_ok(f"http://127.0.0.1:{api_port}/api/v1/health"), 120, "the API")
+        assert http_ok(f"http://127.0.0.1:{api_port}/openapi.json")
     finally:
         if launcher.poll() is None:
             os.killpg(launcher.pid, signal.SIGINT)
         launcher.wait(60)
-    assert not answers(f"http://127.0.0.1:{api_port}/api/v1/health")
+    assert not http_ok(f"http://127.0.0.1:{api_port}/api/v1/health")
 
 
 def test_the_launcher_keeps_the_ui_when_the_api_port_is_taken() -> None:
