@@ -273,6 +273,9 @@ class RunOut(Model):
     error: str | None
     attempts: int = Field(description="workers this run has lost (it was queued again to resume after each)")
     resumed_from: int = Field(description="the checkpoint step the current (or last) attempt began at; 0: none")
+    pack_id: int | None = Field(None, description="the pack it trains in, with the rest of its sweep's pack as one "
+                                "vectorised model; null: alone")  # fmt: skip
+    pack_size: int | None = Field(None, description="how many runs its pack was made of")
     spec: dict[str, Any]
 
     @classmethod
@@ -283,7 +286,7 @@ class RunOut(Model):
             eta_seconds=run.eta_seconds(), created_at=run.created_at, started_at=run.started_at,
             finished_at=run.finished_at, heartbeat_at=run.heartbeat_at, worker=run.worker, device=run.device,
             cancel_requested=run.cancel_requested, error=run.error, attempts=run.attempts,
-            resumed_from=run.resumed_from, spec=run.spec,
+            resumed_from=run.resumed_from, pack_id=run.pack_id, pack_size=run.pack_size, spec=run.spec,
         )  # fmt: skip
 
 

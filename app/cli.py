@@ -125,10 +125,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return sweep, build(sweep)
 
     sweep, specs = _parse(args.spec, "sweep", expand)
+    from workers.packed import packing_summary
+
+    trains = packing_summary(specs, sweep.packing)
     if args.dry_run:
         for spec in specs:
             print(spec.name)
-        print(f"{len(specs)} runs (dry run: nothing queued)", file=sys.stderr)
+        print(f"{len(specs)} runs, trained {trains} (dry run: nothing queued)", file=sys.stderr)
         return 0
     store = _store()
     try:
@@ -141,7 +144,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(sweep_id)
-    print(f"sweep {sweep_id}: {len(specs)} runs queued", file=sys.stderr)
+    print(f"sweep {sweep_id}: {len(specs)} runs queued, to train {trains}", file=sys.stderr)
     return 0
 
 
@@ -179,6 +182,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(_fmt_run(found, found.eta_seconds()))
     if found.worker:
         print(f"       worker {found.worker} on {found.device}")
+    if found.pack_id is not None:
+        print(f"       trained in pack {found.pack_id} ({found.pack_size} runs, as one vectorised model)")
     if found.error:
         print(f"       {found.error}")
     events = store.run_events(found.id)
@@ -520,6 +525,8 @@ def remote_status(args: argparse.Namespace) -> int:
     print(_fmt_run(found, eta))
     if found.worker:
         print(f"       worker {found.worker} on {found.device}")
+    if found.pack_id is not None:
+        print(f"       trained in pack {found.pack_id} ({found.pack_size} runs, as one vectorised model)")
     if found.error:
         print(f"       {found.error}")
     return 0

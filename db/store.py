@@ -34,7 +34,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from db.engine import get_engine
-from db.tables import ApiToken, MetricValue, PackedCurve, Run, RunEvent, Sweep, User, WebSession, Worker
+from db.tables import ApiToken, MetricValue, Pack, PackedCurve, Run, RunEvent, Sweep, User, WebSession, Worker
 
 ACTIVE = ("queued", "running")
 FINISHED = ("completed", "failed", "diverged", "cancelled", "stopped")
@@ -63,6 +63,8 @@ class RunInfo:
     queue: str = "auto"
     attempts: int = 0
     resumed_from: int = 0
+    pack_id: int | None = None  # trained with the other runs of this pack as one vectorised model
+    pack_size: int | None = None
 
     @property
     def steps(self) -> int:
@@ -131,6 +133,7 @@ def _info(row: Run) -> RunInfo:
         row.id, row.name, row.status, dict(row.spec), row.created_at, row.started_at, row.finished_at,
         row.heartbeat_at, row.worker, row.device, row.progress, row.cancel_requested, row.error, row.sweep_id,
         row.owner_id, row.priority or 0, row.queue or "auto", row.attempts or 0, row.resumed_from or 0,
+        row.pack_id, row.pack_size,
     )  # fmt: skip
 
 
@@ -250,9 +253,17 @@ class Store:
                     out.setdefault(sweep_id, {})[status] = count
             return out
 
+    def create_pack(self, sweep_id: int | None, size: int) -> int:
+        """A new pack of `size` runs (create its members with `create_run(..., pack_id=)`)."""
+        with self.session() as s:
+            row = Pack(sweep_id=sweep_id, size=size, created_at=time.time())
+            s.add(row)
+            s.flush()
+            return row.id
+
     def create_run(
         self, name: str, spec: Mapping[str, Any], sweep_id: int | None = None, owner_id: int | None = None,
-        priority: int = 0,
+        priority: int = 0, pack_id: int | None = None, pack_size: int | None = None,
     ) -> int:  # fmt: skip
         with self.session() as s:
             row = Run(
@@ -265,6 +276,8 @@ class Store:
                 owner_id=owner_id,
                 priority=priority,
                 queue=str(spec.get("device", "auto")),
+                pack_id=pack_id,
+                pack_size=pack_size,
             )
             row.cancel_requested = False
             s.add(row)
@@ -425,6 +438,46 @@ class Store:
                     _event(s, run_id, "running", f"claimed by {worker}", worker)
                     return (_info(row) if row else None), False
         return None, any(owners.get(r) in blocked for r in order)
+
+    def claim_pack_members(self, first: RunInfo, worker: str, device: str, limit: int) -> list[RunInfo]:
+        """Having claimed `first`, a member of a pack, claim the pack's other queued members for the same worker,
+        at most `limit` runs in all (and no more than the owner's limit of runs at once allows), so that one worker
+        trains them together. Each is taken with a compare-and-set, as `claim_next` does. Returns `first` and the
+        members claimed, by id."""
+        if first.pack_id is None:
+            return [first]
+        with self.engine.connect() as conn:
+            waiting = list(
+                conn.scalars(
+                    select(Run.id)
+                    .where(Run.pack_id == first.pack_id, Run.status == "queued", Run.cancel_requested.is_(False))
+                    .order_by(Run.id)
+                )
+            )
+            if first.owner_id is not None:
+                cap = conn.scalar(select(User.max_running).where(User.id == first.owner_id))
+                if cap is not None:
+                    running = conn.scalar(
+                        select(func.count()).where(Run.owner_id == first.owner_id, Run.status == "running")
+                    )
+                    limit = min(limit, max(1, int(cap) - int(running or 0) + 1))  # `first` already counts
+        claimed = [first]
+        now = time.time()
+        with self.session() as s:
+            for run_id in waiting[: max(limit - 1, 0)]:
+                result = s.execute(
+                    update(Run)
+                    .where(Run.id == run_id, Run.status == "queued", Run.cancel_requested.is_(False))
+                    .values(
+                        status="running", worker=worker, device=device, started_at=now, heartbeat_at=now, progress=0
+                    )
+                )
+                if result.rowcount == 1:  # type: ignore[attr-defined]
+                    _event(s, run_id, "running", f"claimed by {worker} with pack {first.pack_id}", worker)
+                    row = s.get(Run, run_id)
+                    if row is not None:
+                        claimed.append(_info(row))
+        return sorted(claimed, key=lambda r: r.id)
 
     def _owners(self, run_ids: Sequence[int]) -> list[tuple[int, int | None]]:
         with self.engine.connect() as conn:
@@ -766,17 +819,18 @@ class Store:
 
     def worker_heartbeat(
         self, name: str, *, celery_name: str, host: str, kind: str, device: str, state: str, run_id: int | None,
-        stats: Mapping[str, Any],
+        stats: Mapping[str, Any], run_ids: Sequence[int] = (),
     ) -> bool:  # fmt: skip
         """Record a worker's report (creating its row on the first); returns whether an admin asked it to drain."""
         now = time.time()
         values = {"celery_name": celery_name, "host": host, "kind": kind, "device": device, "state": state,
                   "run_id": run_id, "stats": dict(stats), "heartbeat_at": now}  # fmt: skip
+        beating = sorted({*run_ids, *([run_id] if run_id is not None else [])})  # a pack's members: all of them
         with self.session() as s:
-            if run_id is not None:  # the run is alive while its worker is, however long a step or a flush takes
+            if beating:  # the runs are alive while their worker is, however long a step or a flush takes
                 s.execute(
                     update(Run)
-                    .where(Run.id == run_id, Run.worker == name, Run.status == "running")
+                    .where(Run.id.in_(beating), Run.worker == name, Run.status == "running")
                     .values(heartbeat_at=now)
                 )
             row = s.get(Worker, name)

@@ -68,6 +68,18 @@ class Sweep(Base):
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
 
 
+class Pack(Base):
+    """Runs of a sweep that one worker trains at once as one vectorised model (workers/packed.py). Members are
+    ordinary runs (own status, metrics, checkpoints) whose `pack_id` names the pack."""
+
+    __tablename__ = "packs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sweep_id: Mapped[int | None] = mapped_column(ForeignKey("sweeps.id", ondelete="SET NULL"), index=True)
+    size: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
 class Run(Base):
     __tablename__ = "runs"
 
@@ -90,6 +102,8 @@ class Run(Base):
     queue: Mapped[str] = mapped_column(String(16), default="auto", index=True)  # the device it asked for
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # workers lost while training it
     resumed_from: Mapped[int] = mapped_column(Integer, default=0)  # the checkpoint's step this attempt began at
+    pack_id: Mapped[int | None] = mapped_column(ForeignKey("packs.id", ondelete="SET NULL"), index=True)
+    pack_size: Mapped[int | None] = mapped_column(Integer)  # how many runs its pack was made of
 
 
 class RunEvent(Base):

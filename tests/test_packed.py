@@ -139,3 +139,83 @@ def test_what_cannot_pack() -> None:
     assert pack_key(parse_spec(base)) == pack_key(
         parse_spec({**base, "seed": 3, "optimizer": {"name": "adamw", "lr": 1}})
     )
+
+
+class CheckpointSink(ListSink):
+    """Keeps its member's checkpoints (step → blob) and can ask to stop once it has logged a given step."""
+
+    def __init__(self, stop_at: int | None = None) -> None:
+        super().__init__()
+        self.stop_at = stop_at
+        self.saved: dict[int, bytes] = {}
+
+    def save_checkpoint(self, step: int, blob: bytes) -> None:
+        self.saved[step] = blob
+
+    def should_stop(self) -> bool:
+        return self.stop_at is not None and any(s >= self.stop_at for s, _, _ in self.rows)
+
+
+def test_a_pack_stopped_midway_resumes_to_the_same_curves_in_any_grouping(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pack handed back at a checkpoint, resumed whole and as single members, logs what it logs uninterrupted."""
+    from workers.settings import get_settings
+
+    monkeypatch.setattr(get_settings(), "flush_steps", 20)
+    monkeypatch.setattr(get_settings(), "flush_seconds", 1e9)  # flushes and checkpoints by step count only
+    monkeypatch.setattr(get_settings(), "checkpoint_steps", 40)
+    monkeypatch.setattr(get_settings(), "checkpoint_seconds", 0)
+    specs = specs_for("adamw", {"name": "warmup-cosine", "warmup_steps": 10}, steps=120)
+    whole = [ListSink() for _ in specs]
+    run_pack(specs, whole, torch.device("cpu"))
+
+    first = [CheckpointSink(stop_at=60) for _ in specs]  # a worker shutting down at step 60
+    outcomes = run_pack(specs, first, torch.device("cpu"))
+    assert [o.status for o in outcomes] == ["cancelled"] * 3
+    assert [sorted(s.saved) for s in first] == [
+        [41, 61]
+    ] * 3  # flushes at 1, 21, 41...: every 40 steps, and where it stopped
+    blobs = [s.saved[61] for s in first]
+
+    again = [ListSink() for _ in specs]  # the whole pack resumes on another worker
+    assert all(o.status == "completed" for o in run_pack(specs, again, torch.device("cpu"), resume=blobs))
+    for m, spec in enumerate(specs):
+        solo = ListSink()  # and each member resumes alone (a pack of one)
+        run_pack([spec], [solo], torch.device("cpu"), resume=[blobs[m]])
+        before = [r for r in first[m].rows if r[0] <= 61]
+        for resumed in (again[m], solo):
+            assert min(s for s, _, _ in resumed.rows) == 62
+            joined = ListSink(rows=before + resumed.rows)
+            got, want = series(joined), series(whole[m])
+            assert got.keys() == want.keys()
+            for key in want:  # wall-clock metrics excluded: COMPARED holds what training determines
+                assert got[key] == pytest.approx(want[key], rel=1e-6, abs=1e-9), key
+
+
+def test_resume_refuses_checkpoints_of_different_steps_or_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from workers.settings import get_settings
+
+    monkeypatch.setattr(get_settings(), "flush_steps", 5)
+    monkeypatch.setattr(get_settings(), "flush_seconds", 1e9)
+    specs = specs_for("adamw", {"name": "constant"}, steps=30)
+    sinks = [CheckpointSink(stop_at=s) for s in (10, 20, 20)]
+    for m, spec in enumerate(specs):
+        run_pack([spec], [sinks[m]], torch.device("cpu"))
+    blobs = [max(s.saved.items())[1] for s in sinks]
+    with pytest.raises(ValueError, match="one step"):
+        run_pack(specs, [ListSink() for _ in specs], torch.device("cpu"), resume=blobs)
+    other = specs_for("adamw", {"name": "constant"}, steps=31)[0]
+    with pytest.raises(ValueError, match="another kind of run"):
+        run_pack([other], [ListSink()], torch.device("cpu"), resume=[blobs[0]])
+
+
+def test_plan_packs_groups_what_shares_a_key_up_to_the_cap() -> None:
+    from workers.packed import plan_packs
+
+    base = {"task": "digits-mlp", "optimizer": "adamw", "steps": 10}
+    specs = [parse_spec({**base, "seed": s, "optimizer": {"name": "adamw", "lr": lr}})
+             for lr in (1e-3, 3e-3, 1e-2) for s in range(3)]  # fmt: skip
+    specs += [parse_spec({**base, "optimizer": "muon"}), parse_spec({**base, "steps": 11}),
+              parse_spec({**base, "steps": 12}), parse_spec({**base, "steps": 12, "seed": 1})]  # fmt: skip
+    assert plan_packs(specs, cap=4) == [[0, 1, 2, 3], [4, 5, 6, 7], [11, 12]]  # 8 alone: a pack of one is none
+    assert plan_packs(specs, cap=32) == [[0, 1, 2, 3, 4, 5, 6, 7, 8], [11, 12]]
+    assert plan_packs(specs, cap=1) == []

@@ -156,13 +156,16 @@ def enqueue(store: Store, run_id: int, device: str) -> None:
         raise QueueUnavailable(_unsent_message(f"run #{run_id} is queued", reason), [run_id])
 
 
-def _enqueue_all(runs: Sequence[tuple[int, str]], what: str, sweep_id: int | None = None) -> None:
+def _enqueue_all(
+    runs: Sequence[tuple[int, str]], what: str, sweep_id: int | None = None, all_ids: Sequence[int] | None = None
+) -> None:
     """Send each (run id, device) in turn, as `send_ticket` does; after the first the broker does not take, send
-    no more (each would wait out the timeouts again) and raise QueueUnavailable: all of them stay queued."""
+    no more (each would wait out the timeouts again) and raise QueueUnavailable: all of them (or `all_ids`) stay
+    queued."""
     for run_id, device in runs:
         reason = _send(device, run_id)
         if reason is not None:
-            ids = [r for r, _ in runs]
+            ids = list(all_ids) if all_ids is not None else [r for r, _ in runs]
             raise QueueUnavailable(_unsent_message(what, reason, many=len(runs) > 1), ids, sweep_id)
 
 
@@ -170,15 +173,33 @@ def submit_sweep(
     store: Store, name: str, spec: dict[str, Any], runs: Sequence[RunSpec], owner_id: int | None = None
 ) -> int:
     """Record the sweep and its runs (already expanded and validated; all or none by quota) as queued, then send
-    their messages. Returns the sweep id; QueueUnavailable (all runs still queued) if the broker does not take
-    them."""
+    their messages. Unless the sweep says `packing: off`, runs that can train together are recorded as packs of
+    at most `OPTLAB_PACK_SIZE` (workers/packed.py: `plan_packs`); a worker claims a pack as a whole. Returns the
+    sweep id; QueueUnavailable (all runs still queued) if the broker does not take them."""
+    from workers.settings import get_settings
+
     check_quota(store, owner_id, runs)
     sweep_id = store.create_sweep(name, spec, owner_id=owner_id)
-    recorded = [
-        (store.create_run(run.name, run.model_dump(mode="json"), sweep_id, owner_id=owner_id), run.device)
-        for run in runs
-    ]
-    _enqueue_all(recorded, f"sweep #{sweep_id} is queued ({len(recorded)} runs)", sweep_id)
+    pack_of: dict[int, tuple[int | None, int | None]] = {}  # run index -> (pack id, pack size)
+    if str(spec.get("packing", "auto")).lower() not in ("off", "false", "no") and spec.get("packing") is not False:
+        from workers.packed import plan_packs
+
+        for members in plan_packs(runs, get_settings().pack_size):
+            new = store.create_pack(sweep_id, len(members))
+            pack_of.update({i: (new, len(members)) for i in members})
+    recorded: list[tuple[int, str]] = []
+    tickets: list[tuple[int, str]] = []  # one message per pack (its first member) and per run alone
+    ticketed: set[int] = set()
+    for i, run in enumerate(runs):
+        pack_id, size = pack_of.get(i, (None, None))
+        run_id = store.create_run(
+            run.name, run.model_dump(mode="json"), sweep_id, owner_id=owner_id, pack_id=pack_id, pack_size=size
+        )
+        recorded.append((run_id, run.device))
+        if pack_id is None or pack_id not in ticketed:
+            tickets.append((run_id, run.device))
+            ticketed.add(pack_id or 0)
+    _enqueue_all(tickets, f"sweep #{sweep_id} is queued ({len(recorded)} runs)", sweep_id, [r for r, _ in recorded])
     return sweep_id
 
 

@@ -55,6 +55,7 @@ class Reporter(threading.Thread):
         self.worker, self.celery_name, self.kind, self.queues, self.interval = name, celery_name, kind, queues, interval
         self.device = describe_device(kind)
         self.run_id: int | None = None
+        self.run_ids: list[int] = []  # every member of the pack it trains (run_id is the first)
         self.draining = False
         self.stopped = threading.Event()
 
@@ -64,6 +65,7 @@ class Reporter(threading.Thread):
         drain = get_store().worker_heartbeat(
             self.worker, celery_name=self.celery_name, host=socket.gethostname(), kind=self.kind, device=self.device,
             state=state or ("training" if self.run_id else "idle"), run_id=self.run_id, stats=sample_stats(self.kind),
+            run_ids=list(self.run_ids),
         )  # fmt: skip
         if drain and not self.draining:
             self.draining = True

@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     worker_report_s: float = Field(5.0, gt=0, description="a worker reports itself (Workers page) this often")
     flush_seconds: float = Field(0.5, gt=0, description="metrics reach the database at least this often")
     flush_steps: int = Field(200, ge=1, description="... or every this many steps, whichever comes first")
+    pack_size: int = Field(
+        32, ge=1, le=1024,
+        description="a sweep's compatible runs train in packs of at most this many (1: never packed); a worker also "
+        "takes no more members than half the memory it has free holds",
+    )  # fmt: skip
     auth: bool = Field(
         False,
         description="require a login (local accounts, or the lab's OpenID Connect provider) for every page, "

@@ -14,6 +14,8 @@ early_stopping:             # optional: median or asha (see workers/early_stoppi
   rule: asha
   metric: loss
   grace_steps: 30
+packing: auto               # default: runs that differ only in LR, other hyper-parameters, schedule parameters
+                            # or seed train together as one vectorised model (workers/packed.py); off: one by one
 ```
 
 Fields are dotted paths into the run spec. Setting a component's name (`optimizer.name: [sgd, adam]`) starts
@@ -75,6 +77,18 @@ class SweepSpec(BaseModel):
     samples: Int = Field(1, ge=1, le=MAX_RUNS, description="random draws per grid point")
     sampler_seed: Int = Field(0, ge=0, le=MAX_SEED)
     early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
+    packing: Literal["auto", "off"] = Field(
+        "auto", description="auto: compatible runs train together in packs (workers/packed.py); off: one by one"
+    )
+
+    @field_validator("packing", mode="before")
+    @classmethod
+    def _packing_words(cls, v: Any) -> Any:
+        """`packing: off` (YAML 1.2 keeps it text), `false` or `no` turn packing off; `on`, `true`, `yes` are auto."""
+        words = {"on": "auto", "yes": "auto", "true": "auto", "no": "off", "false": "off"}
+        if isinstance(v, bool):
+            return "auto" if v else "off"
+        return words.get(v.lower(), v.lower()) if isinstance(v, str) else v
 
     @field_validator("name")
     @classmethod

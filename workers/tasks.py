@@ -170,12 +170,46 @@ def train(self: Any, run_id: int) -> str:
                 break
         if claimed is None:
             break  # nothing this worker may take now (owners at their limit wait for the reconciler's next ticket)
-        done.append(f"{claimed.id}:{train_one(store, claimed, me)}")
+        if claimed.pack_id is not None:
+            members = store.claim_pack_members(claimed, me, str(device), _pack_cap(claimed, device))
+            done.extend(f"{r}:{status}" for r, status in train_pack(store, members, me).items())
+        else:
+            done.append(f"{claimed.id}:{train_one(store, claimed, me)}")
     return " ".join(done) or "skipped: nothing waits that this worker may take"
 
 
 def _draining() -> bool:
     return reporter.reporter is not None and reporter.reporter.draining
+
+
+def _pack_cap(row: RunInfo, device: Any) -> int:
+    """How many members of `row`'s pack this worker takes: the setting, and half the memory it has free."""
+    from workers.packed import memory_cap
+
+    try:
+        return max(1, min(get_settings().pack_size, memory_cap(parse_spec(row.spec), device)))
+    except Exception:  # an invalid spec fails in train_pack, with its reason
+        return get_settings().pack_size
+
+
+def _resume_point(run_id: int, checkpoints: CheckpointStore, packed: bool = False) -> tuple[bytes | None, int]:
+    """The run's checkpoint and its step, or (None, 0) to start afresh: none, unreadable, or of the other kind (a
+    run alone resumes from workers/training.py's checkpoints, a pack's member from workers/packed.py's)."""
+    from workers import training
+
+    blob = checkpoints.load(run_id)
+    if blob is None:
+        return None, 0
+    try:
+        state = training.load_state(blob)
+        if ("counters" in state) == packed:
+            log.warning("run %s: its checkpoint is of a run %s; starting from step 0", run_id,
+                        "alone" if packed else "in a pack")  # fmt: skip
+            return None, 0
+        return blob, int(state["counters"]["step"]) if "counters" in state else int(state["step"])
+    except Exception:
+        log.exception("run %s: its checkpoint is unreadable; starting it again from step 0", run_id)
+        return None, 0
 
 
 def train_one(store: Store, row: RunInfo, me: str) -> str:
@@ -189,13 +223,7 @@ def train_one(store: Store, row: RunInfo, me: str) -> str:
     except Exception as exc:
         store.finish(run_id, "failed", f"{type(exc).__name__}: {exc}", worker=me)
         return "failed"
-    blob, start = checkpoints.load(run_id), 0
-    if blob is not None:
-        try:
-            start = int(training.load_state(blob)["counters"]["step"])
-        except Exception:
-            log.exception("run %s: its checkpoint is unreadable; starting it again from step 0", run_id)
-            blob, start = None, 0
+    blob, start = _resume_point(run_id, checkpoints)
     store.begin_attempt(run_id, start, me)
     sink = StoreSink(store, run_id, _judge(store, row.sweep_id, run_id, spec.steps), me, checkpoints)
     if reporter.reporter is not None:
@@ -212,6 +240,11 @@ def train_one(store: Store, row: RunInfo, me: str) -> str:
         if store.finish(run_id, "failed", f"{type(exc).__name__}: {exc}", worker=me):
             checkpoints.delete(run_id)
         return "failed"
+    return _conclude(store, run_id, me, outcome, sink, checkpoints)
+
+
+def _conclude(store: Store, run_id: int, me: str, outcome: Any, sink: StoreSink, checkpoints: CheckpointStore) -> str:
+    """Record how a run this worker trained ended: completed, diverged, cancelled, stopped early, or handed back."""
     now = store.get_run(run_id)
     if now is None or now.worker != me or now.status != "running":  # deleted, or taken for lost and moved on
         return "lost"
@@ -226,6 +259,76 @@ def train_one(store: Store, row: RunInfo, me: str) -> str:
     if store.finish(run_id, status, message or None, worker=me):
         checkpoints.delete(run_id)
     return status
+
+
+def train_pack(store: Store, members: Sequence[RunInfo], me: str) -> dict[int, str]:
+    """Train claimed members of one pack together (workers/packed.py), each resuming from its own checkpoint.
+
+    Members whose checkpoints are at different steps cannot share a step counter: the largest group that can (the
+    furthest on a tie) trains now, the others go straight back to the queue and train as a pack of their own.
+    Each member keeps its own sink (metrics, early stopping, cancel, checkpoints) and ends on its own."""
+    from workers import training
+    from workers.packed import run_pack
+
+    checkpoints, results = get_checkpoints(), {}
+    ready: list[tuple[RunInfo, Any, bytes | None, int]] = []
+    for row in members:
+        try:
+            spec = parse_spec(row.spec)
+            training.resolve_device(spec.device)
+        except Exception as exc:
+            store.finish(row.id, "failed", f"{type(exc).__name__}: {exc}", worker=me)
+            results[row.id] = "failed"
+            continue
+        blob, start = _resume_point(row.id, checkpoints, packed=True)
+        ready.append((row, spec, blob, start))
+    if not ready:
+        return results
+    by_step: dict[int, list[tuple[RunInfo, Any, bytes | None, int]]] = {}
+    for item in ready:
+        by_step.setdefault(item[3], []).append(item)
+    step, group = max(by_step.items(), key=lambda kv: (len(kv[1]), kv[0]))
+    for other_step, others in by_step.items():
+        if other_step != step:
+            for row, *_ in others:
+                store.hand_back(row.id, me, f"its checkpoint (step {other_step}) is not at its pack's (step {step}); "
+                                "it trains with the members at its step")  # fmt: skip
+                results[row.id] = "handed back"
+    rows = [row for row, *_ in group]
+    specs = [spec for _, spec, _, _ in group]
+    for row in rows:
+        store.begin_attempt(row.id, step, me)
+    sinks = [
+        StoreSink(store, row.id, _judge(store, row.sweep_id, row.id, spec.steps), me, checkpoints)
+        for row, spec in zip(rows, specs, strict=True)
+    ]
+    if reporter.reporter is not None:
+        reporter.reporter.run_id, reporter.reporter.run_ids = rows[0].id, [r.id for r in rows]
+    resume = [blob for *_, blob, _ in group] if step else None
+    try:
+        try:
+            outcomes = run_pack(specs, sinks, training.resolve_device(specs[0].device), resume=resume)  # type: ignore[arg-type]
+        finally:
+            errors = []
+            for sink in sinks:
+                try:
+                    sink.close()
+                except Exception as exc:
+                    errors.append(exc)
+            if reporter.reporter is not None:
+                reporter.reporter.run_id, reporter.reporter.run_ids = None, []
+            if errors:
+                raise errors[0]
+    except Exception as exc:
+        log.exception("pack %s failed", rows[0].pack_id)
+        for row in rows:
+            if store.finish(row.id, "failed", f"{type(exc).__name__}: {exc}", worker=me):
+                checkpoints.delete(row.id)
+            results[row.id] = "failed"
+        return results
+    for row, outcome, sink in zip(rows, outcomes, sinks, strict=True):
+        results[row.id] = _conclude(store, row.id, me, outcome, sink, checkpoints)
+    return results
 
 
 @signals.worker_shutting_down.connect
