@@ -34,6 +34,13 @@ def run_label(run: RunInfo) -> str:
     return f"#{run.id} {run.name}"
 
 
+def pack_label(run: RunInfo) -> str:
+    """Where a run trains: "pack 3 (32 runs)" (with the rest of its pack, as one vectorised model), or "alone"."""
+    if run.pack_id is None:
+        return "alone"
+    return f"pack {run.pack_id} ({run.pack_size} runs)"
+
+
 def fmt_seconds(seconds: float | None) -> str:
     if seconds is None:
         return "—"

@@ -582,12 +582,20 @@ class Store:
         now = time.time()
         moved: list[int] = []
         with self.session() as s:
+            columns = (Run.id, Run.worker, Run.progress, Run.attempts, Run.heartbeat_at)
             stale = s.execute(
-                select(Run.id, Run.worker, Run.progress, Run.attempts, Run.heartbeat_at).where(
-                    Run.status == "running", Run.heartbeat_at < now - stale_after
-                )
+                select(*columns, Run.pack_id).where(Run.status == "running", Run.heartbeat_at < now - stale_after)
             ).all()
-            for run_id, worker, progress, attempts, heartbeat in stale:
+            packs = {(r.pack_id, r.worker) for r in stale if r.pack_id is not None}
+            if packs:  # a pack's worker is gone: all of its members go back together, to resume together
+                mates = s.execute(
+                    select(*columns, Run.pack_id).where(
+                        Run.status == "running", Run.pack_id.in_({p for p, _ in packs}),
+                        Run.id.not_in([r.id for r in stale]),
+                    )
+                ).all()  # fmt: skip
+                stale = [*stale, *(r for r in mates if (r.pack_id, r.worker) in packs)]
+            for run_id, worker, progress, attempts, heartbeat, _ in stale:
                 attempts = (attempts or 0) + 1
                 lost = f"worker {worker} lost at step {progress}: no heartbeat for {now - (heartbeat or now):.0f} s"
                 final = attempts >= max_attempts

@@ -1,6 +1,6 @@
-"""A sweep from the browser: build 2 LRs × 2 batch sizes × 2 seeds on the Sweeps page, watch it finish, read the
-heatmap, then follow its link to the Compare page, which opens with the seeds grouped into bands. Real chromium,
-Streamlit, Redis and worker."""
+"""A sweep from the browser: build 2 LRs × 2 batch sizes × 2 seeds on the Sweeps page (two packs of four), watch it
+finish, read the heatmap, then follow its link to the Compare page, which opens with the seeds grouped into bands.
+Real chromium, Streamlit, Redis and worker."""
 
 from __future__ import annotations
 
@@ -49,6 +49,7 @@ def test_build_a_sweep_watch_it_and_see_the_heatmap_and_bands(stack: Stack, work
         page.get_by_label(label).fill(text)
         page.get_by_label(label).press("Enter")
         settle(page, before)
+    page.get_by_text("Trains in 2 packs (4, 4).").wait_for()  # the batch size splits them; LR and seed pack
     page.get_by_role("button", name="Queue 8 runs").click()
 
     page.get_by_text("of 8 runs finished").wait_for(timeout=60_000)  # the view switched to the new sweep
@@ -59,6 +60,9 @@ def test_build_a_sweep_watch_it_and_see_the_heatmap_and_bands(stack: Stack, work
     assert {(r.spec["optimizer"]["lr"], r.spec["batch"]["size"], r.spec["seed"]) for r in runs} == {
         (lr, b, s) for lr in (0.003, 0.03) for b in (16, 64) for s in (0, 1)
     }
+    packs = {r.pack_id: {x.spec["batch"]["size"] for x in runs if x.pack_id == r.pack_id} for r in runs}
+    assert len(packs) == 2 and None not in packs and all(len(b) == 1 for b in packs.values())  # trained packed
+    assert {r.pack_size for r in runs} == {4}
     # The page redraws its analysis once the watcher sees the last run finish; until then the heatmap on screen is
     # the one drawn while runs were still going (fewer runs per cell).
     wait_for(lambda: page.get_by_text("n=2").count() >= 4, 60, "every heatmap cell averaging two seeds")

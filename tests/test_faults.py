@@ -351,6 +351,45 @@ def test_a_killed_worker_s_run_is_resumed_by_another_from_its_checkpoint(
     assert not (stack.tmp / "checkpoints" / f"run-{run_id}.pt").exists()  # a finished run's checkpoint is removed
 
 
+def test_a_killed_worker_s_pack_is_resumed_whole_by_another(
+    stack: Stack, start_worker, frequent_checkpoints, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """The fault rules hold for each member of a pack: a pack whose worker is killed goes back to the queue member
+    by member, and the next worker claims the members together and resumes them from their own checkpoints; each
+    ends with every step once and the curves of the same pack trained without interruption."""
+    import torch
+
+    from workers.packed import run_pack
+
+    workers = {w.process.pid: w for w in (start_worker("first"), start_worker("second"))}
+    path = tmp_path / "pack.json"
+    path.write_text(json.dumps({"name": "pack", "base": SPEC, "grid": {"optimizer.lr": [1e-3, 3e-3], "seed": [7, 8]}}))
+    done = stack.cli("sweep", str(path))
+    assert done.returncode == 0 and "in 1 pack of 4" in done.stderr, done.stderr
+    runs = sorted(stack.store.list_runs(sweep_id=int(done.stdout.split()[0])), key=lambda r: r.id)
+    victim = holder(stack, runs[0].id, workers)
+    for run_ in runs:
+        checkpointed(stack, run_.id)
+    os.kill(victim.process.pid, signal.SIGKILL)
+    victim.process.wait(30)
+    for run_ in runs:
+        assert finished(stack, run_.id) == "completed"
+    ended = [stack.store.get_run(r.id) for r in runs]
+    assert all(r is not None and r.attempts == 1 and r.resumed_from > 0 for r in ended)
+    assert len({r.worker for r in ended if r is not None}) == 1  # resumed together, by the other worker
+    reference = [ListSink() for _ in runs]
+    run_pack([parse_spec(r.spec) for r in runs], reference, torch.device("cpu"))  # uninterrupted, in this process
+    frame = stack.store.metrics([r.id for r in runs])
+    for run_, want in zip(runs, reference, strict=True):
+        mine = frame[frame.run_id == run_.id]
+        for metric in EVERY_STEP:
+            assert mine[mine.metric == metric].step.tolist() == list(range(1, STEPS + 1)), f"{metric}: gaps"
+        loss = mine[mine.metric == "loss"]
+        got = dict(zip(loss.step, loss.value, strict=True))
+        worst = max(abs(got[s] - v) / max(1e-12, abs(v)) for s, v in want.series("loss").items())
+        assert worst <= 1e-5, (run_.id, worst)
+
+
 def test_a_worker_shut_down_hands_its_run_back_at_once(
     stack: Stack, start_worker, frequent_checkpoints, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]

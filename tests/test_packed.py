@@ -219,3 +219,8 @@ def test_plan_packs_groups_what_shares_a_key_up_to_the_cap() -> None:
     assert plan_packs(specs, cap=4) == [[0, 1, 2, 3], [4, 5, 6, 7], [11, 12]]  # 8 alone: a pack of one is none
     assert plan_packs(specs, cap=32) == [[0, 1, 2, 3, 4, 5, 6, 7, 8], [11, 12]]
     assert plan_packs(specs, cap=1) == []
+
+
+def test_a_task_whose_entry_says_it_does_not_pack_trains_alone() -> None:
+    """charlm-transformer: vmap loops over members through its fused attention kernels (slower packed)."""
+    assert pack_key(parse_spec({"task": "charlm-transformer", "optimizer": "adamw", "steps": 10})) is None

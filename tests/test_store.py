@@ -151,3 +151,25 @@ def test_list_and_delete(store: Store) -> None:
     assert [r.id for r in store.list_runs(statuses=["queued"], ids=ids[:2])] == ids[:2][::-1]
     assert store.delete_runs(ids[:1]) == 1
     assert store.get_run(ids[0]) is None and store.metrics([ids[0]]).empty
+
+
+def test_a_pack_is_claimed_together_and_lost_together(store: Store) -> None:
+    """One worker claims a pack's queued members with the first; when one member's heartbeat stops, its pack-mates
+    on that worker are lost with it (one worker trains them all), so they go back to resume together."""
+    pack = store.create_pack(None, 3)
+    members = [store.create_run(f"m{i}", SPEC, pack_id=pack, pack_size=3) for i in range(3)]
+    other = store.create_run("alone", SPEC)
+    first, _ = store.claim_next("auto", "w", "cpu")
+    assert first is not None and first.id == members[0] and first.pack_id == pack and first.pack_size == 3
+    claimed = store.claim_pack_members(first, "w", "cpu", limit=2)  # a worker with room for two
+    assert [r.id for r in claimed] == members[:2] and all(r.status == "running" for r in claimed)
+    assert store.get_run(members[2]).status == "queued"  # type: ignore[union-attr]
+    rest, _ = store.claim_next("auto", "w2", "cpu")
+    assert rest is not None and rest.id == members[2]  # the pack's last member, in fair-share order
+    assert [r.id for r in store.claim_pack_members(rest, "w2", "cpu", limit=32)] == [members[2]]
+    assert store.get_run(other).status == "queued"  # type: ignore[union-attr]
+    went_silent(store, members[0], seconds=60)  # only one member's heartbeat is old
+    for m in members[1:]:
+        store.record(m, [])
+    assert sorted(store.mark_lost_runs(stale_after=30, max_attempts=3)) == members[:2]  # w's two, not w2's
+    assert store.get_run(members[2]).status == "running"  # type: ignore[union-attr]

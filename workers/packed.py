@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call, stack_module_state, vmap
+from torch.func import functional_call, vmap
 
 from workers.batching import BATCH_POLICIES
 from workers.metrics import DEVICE_COLUMNS
@@ -33,6 +33,7 @@ from workers.spec import RunSpec, params
 from workers.training import Batches, MetricRow, Outcome, Sink, resolve_device
 
 SHARED = ("task", "batch", "steps", "eval_every", "device")  # whole values every member must share
+PACK_EVERY_TASK = False  # bench/packed.py sets it, to measure a task whose entry says it does not pack
 CHECKPOINT_VERSION = "packed-1"  # a member's checkpoint: its own slice of the pack (tests/test_packed.py)
 
 
@@ -40,8 +41,11 @@ def pack_key(spec: RunSpec) -> tuple[Any, ...] | None:
     """What members of one pack share; None when this run cannot be packed (it then trains alone)."""
     schedule = SCHEDULES[spec.schedule.name]
     policy = BATCH_POLICIES[spec.batch.name]
+    from models.tasks import TASKS
+
     if (
-        spec.optimizer.name not in PACKED
+        not (PACK_EVERY_TASK or TASKS[spec.task.name].extra.get("packs", True))
+        or spec.optimizer.name not in PACKED
         or schedule.extra.get("online")
         or schedule.extra.get("stop_when_loss_exceeds")
     ):
@@ -141,7 +145,12 @@ class PackedTrainer:
         problems = [TASKS[s.task.name].build(seed=s.seed, **params(s.task)).to(device) for s in specs]
         self.problem = problems[0]  # the data (fixed for a task) and the loss
         self.base = problems[0].model
-        stacked, self.buffers = stack_module_state([p.model for p in problems])
+        # members' parameters and buffers stacked by name (not stack_module_state: a task may define its model's
+        # class per build, as charlm-transformer does, and the architectures are equal by the pack key)
+        named = [dict(p.model.named_parameters()) for p in problems]
+        stacked = {n: torch.stack([m[n].detach() for m in named]) for n in named[0]}
+        buffers = [dict(p.model.named_buffers()) for p in problems]
+        self.buffers = {n: torch.stack([b[n] for b in buffers]) for n in buffers[0]}
         self.names = list(stacked)
         self.shapes = [tuple(stacked[n].shape[1:]) for n in self.names]
         sizes = [math.prod(shape) for shape in self.shapes]
@@ -162,6 +171,7 @@ class PackedTrainer:
         self.lrs_device = self.lrs.to(device)
         self.chain = _layers(self.base) if not self.buffers else None
         self.active = torch.ones(self.k, dtype=torch.bool, device=device)
+        self.all_active = True  # host-side: no member has ended (so `active` needs no look)
         self.outcomes: list[Outcome | None] = [None] * self.k
         self.step_count = 0
         self.samples_seen = 0
@@ -284,7 +294,7 @@ class PackedTrainer:
         grad = self.flat.grad
         assert grad is not None
         before = self.flat.detach().clone()
-        self.optimizer.active = self.active
+        self.optimizer.active = None if self.all_active else self.active  # no masking cost while all train
         self.optimizer.step(self.lrs_device[t])
         with torch.no_grad():
             after = self.flat.detach()
@@ -376,6 +386,7 @@ def run_pack(
                 trainer.outcomes[m] = Outcome("cancelled", last, f"stopped at step {last}")
             if trainer.outcomes[m] is not None:
                 trainer.active[m] = False
+                trainer.all_active = False
         device_rows, host_rows, evals = [], [], []
         last_flush = time.perf_counter()
 

@@ -14,7 +14,7 @@ from app.analysis import QueueSpot, queue_estimates
 from app.export import csv_bytes
 from app.figures import complete_step, metric_chart
 from app.session import auth_on, guard, owner_names, refusing, show_refused, signed_in
-from app.ui import fmt_age, fmt_seconds, get_store, reap_lost_runs, run_label
+from app.ui import fmt_age, fmt_seconds, get_store, pack_label, reap_lost_runs, run_label
 from db.store import ACTIVE, RunInfo, Store
 from workers.settings import get_settings
 
@@ -98,6 +98,8 @@ def progress_line(run: RunInfo, spot: QueueSpot | None) -> None:
         text = (
             f"{run_label(run)}{owner} — step {run.progress}/{run.steps} · ETA {fmt_seconds(eta)} · {run.device or ''}"
         )
+        if run.pack_id is not None:
+            text += f" · trained in {pack_label(run)}"
         if run.resumed_from:
             text += f" · resumed from step {run.resumed_from}"
         if run.cancel_requested:

@@ -10,7 +10,7 @@ import streamlit as st
 from app.accounts import allowed
 from app.export import csv_bytes
 from app.session import auth_on, guard, owner_names, refusing, show_refused, signed_in
-from app.ui import fmt_seconds, get_store, reap_lost_runs, run_label
+from app.ui import fmt_seconds, get_store, pack_label, reap_lost_runs, run_label
 from db.store import ACTIVE, STATUSES, RunInfo
 
 st.title("Runs")  # first, so the page says what it is before any database work
@@ -38,7 +38,8 @@ def table(runs: list[RunInfo]) -> pd.DataFrame:
                 "optimizer": spec["optimizer"]["name"], "schedule": spec["schedule"]["name"],
                 "lr": spec["optimizer"]["lr"], "batch size": spec["batch"]["size"], "steps": r.steps,
                 "progress": r.fraction_done, "final loss": summary.get("final"), "best loss": summary.get("best"),
-                "duration": fmt_seconds(r.duration), "sweep": r.sweep_id, "reason": r.error or "",
+                "duration": fmt_seconds(r.duration), "sweep": r.sweep_id,
+                "trained in": pack_label(r), "reason": r.error or "",
                 "created": pd.Timestamp(r.created_at, unit="s"),
             }
         )  # fmt: skip

@@ -30,6 +30,7 @@ from workers.batching import BATCH_POLICIES
 from workers.celery_app import QueueUnavailable, QuotaExceeded, rerun, submit_sweep
 from workers.metrics import METRIC_NAMES
 from workers.optimizers import OPTIMIZERS
+from workers.packed import packing_summary
 from workers.schedules import SCHEDULES
 from workers.spec import COMPONENTS, FieldError, RunSpec, SpecError
 from workers.sweep import SweepSpec, build, load_sweep
@@ -174,6 +175,11 @@ def builder() -> None:
         c1, c2 = st.columns(2)
         samples = c1.number_input("Random samples per grid point", 1, 1000, 4, key="sw.samples", disabled=not ranges)
         sampler_seed = c2.number_input("Sampler seed", 0, 2**31 - 1, 0, key="sw.sampler_seed", disabled=not ranges)
+        packing = st.toggle(
+            "Train compatible runs together (packed)", value=True, key="sw.packing",
+            help="runs that differ only in learning rate, other hyper-parameters, schedule parameters or seed train "
+            "at once as one vectorised model on one worker, each still its own run; off: one at a time",
+        )  # fmt: skip
         with st.expander("Early stopping"):
             c1, c2, c3 = st.columns(3)
             rule = c1.selectbox(
@@ -206,6 +212,7 @@ def builder() -> None:
         "random": ranges,
         "samples": int(samples),
         "sampler_seed": int(sampler_seed),
+        "packing": "auto" if packing else "off",
         "early_stopping": {
             "rule": rule,
             "metric": es_metric,
@@ -237,6 +244,7 @@ def builder() -> None:
                 help="on one worker, at the pace of finished runs of the "
                 "same task (a guess until one has finished); divide by the number of workers",
             )
+            st.caption(f"Trains {packing_summary(specs, sweep.packing)}.")
             st.dataframe(pd.DataFrame({"run": [s.name for s in specs[:200]]}), hide_index=True, height=220)
         if errors:
             st.error("**This sweep cannot run yet:**\n" + "\n".join(f"- `{e.field}`: {e.message}" for e in errors))
