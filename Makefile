@@ -28,6 +28,8 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/overhead.py
 	$(PY) bench/compare_page.py
+	$(PY) bench/metric_store.py
+	$(PY) bench/packed.py
 
 screenshot: $(STAMP)  ## regenerate docs/live.png for the README
 	$(PY) bench/screenshot.py

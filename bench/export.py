@@ -154,13 +154,11 @@ def measure(kind: str, url: str, folder: Path) -> tuple[float, float, float, int
 
 def fill(url: str, runs: int) -> int:
     """`runs` runs of one sweep (8 learning rates × seeds, AdamW on digits-mlp) with STEPS steps of METRICS each,
-    a NaN and an inf among them. Runs go through the Store; the metrics in bulk (executemany, COPY on PostgreSQL);
-    then every run finishes (`Store.finish`), as the runs of a sweep one exports have."""
+    a NaN and an inf among them, all through the Store (one flush per run); then every run finishes
+    (`Store.finish`), as the runs of a sweep one exports have."""
     import numpy as np
-    from sqlalchemy import insert
 
     from db.store import Store
-    from db.tables import MetricValue
     from workers.spec import parse_spec
 
     store = Store.from_url(url)
@@ -173,29 +171,14 @@ def fill(url: str, runs: int) -> int:
                 "seed": i // 8}  # fmt: skip
         ids.append(store.create_run(name, parse_spec(spec).model_dump(mode="json"), sweep))
     rng = np.random.default_rng(0)
-    steps = np.arange(1, STEPS + 1)
-    postgres = store.engine.dialect.name == "postgresql"
-    for at in range(0, runs, 50):  # 50 runs (60k values) per round trip
-        batch = []
-        for rid in ids[at : at + 50]:
-            curves = {m: rng.random(STEPS) * 10.0 ** rng.integers(-6, 3) for m in METRICS}
-            curves["loss"][7] = math.nan
-            curves["grad_l2"][3] = math.inf
-            for m, values in curves.items():
-                batch += [
-                    (rid, int(s), m, None if math.isnan(v) else float(v)) for s, v in zip(steps, values, strict=True)
-                ]
-        if postgres:
-            with store.engine.begin() as conn:
-                raw = conn.connection.driver_connection
-                with raw.cursor().copy("COPY metrics (run_id, step, metric, value) FROM STDIN") as copy:  # type: ignore[union-attr]
-                    for row in batch:
-                        copy.write_row(row)
-        else:
-            with store.engine.begin() as conn:
-                conn.execute(
-                    insert(MetricValue), [{"run_id": r, "step": s, "metric": m, "value": v} for r, s, m, v in batch]
-                )
+    steps = np.arange(1, STEPS + 1).tolist()
+    for rid in ids:  # one flush per run through the store: one chunk per metric
+        curves = {m: rng.random(STEPS) * 10.0 ** rng.integers(-6, 3) for m in METRICS}
+        curves["loss"][7] = math.nan
+        curves["grad_l2"][3] = math.inf
+        store.record(
+            rid, [(s, m, v) for m, values in curves.items() for s, v in zip(steps, values.tolist(), strict=True)]
+        )
     for rid in ids:  # finished, as a sweep one exports is: its curves get packed
         store.finish(rid, "completed")
     store.engine.dispose()

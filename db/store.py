@@ -17,7 +17,6 @@ The store returns plain dataclasses and dataframes, never ORM rows.
 
 from __future__ import annotations
 
-import itertools
 import math
 import os
 import socket
@@ -29,12 +28,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, and_, case, delete, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Engine, and_, case, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from db.engine import get_engine
-from db.tables import ApiToken, MetricValue, Pack, PackedCurve, Run, RunEvent, Sweep, User, WebSession, Worker
+from db.tables import ApiToken, MetricChunk, Pack, PackedCurve, Run, RunEvent, Sweep, User, WebSession, Worker
 
 ACTIVE = ("queued", "running")
 FINISHED = ("completed", "failed", "diverged", "cancelled", "stopped")
@@ -202,8 +200,84 @@ def higher_is_better(metric: str) -> bool:
     return metric.endswith("accuracy")
 
 
-def _encode(value: float) -> float | None:
-    return None if math.isnan(value) else value
+def _chunks_of(run_id: int, rows: Sequence[tuple[int, str, float]]) -> list[dict[str, Any]]:
+    """One flush as chunk rows: per metric, its steps in order and their values (a step given twice: the last)."""
+    by_metric: dict[str, tuple[list[int], list[float]]] = {}
+    for step, metric, value in rows:  # plain lists: ~4x faster here than vectorising 2,400 tuples with numpy
+        got = by_metric.get(metric)
+        if got is None:
+            got = by_metric[metric] = ([], [])
+        got[0].append(step)
+        got[1].append(value)
+    out = []
+    for metric, (steps_, values_) in by_metric.items():
+        steps: np.ndarray = np.asarray(steps_, dtype="<i8")
+        values: np.ndarray = np.asarray(values_, dtype="<f8")
+        if len(steps) > 1 and bool((steps[1:] <= steps[:-1]).any()):  # out of order, or a step given twice
+            order = np.argsort(steps, kind="stable")
+            steps, values = steps[order], values[order]
+            keep = np.r_[steps[1:] != steps[:-1], True]
+            steps, values = steps[keep], values[keep]
+        out.append({"run_id": run_id, "metric": metric, "first_step": int(steps[0]), "last_step": int(steps[-1]),
+                    "steps": steps.tobytes(), "values": values.tobytes()})  # fmt: skip
+    return out
+
+
+@dataclass(frozen=True)
+class _Decoded:
+    """Chunks decoded into columns, each (run, metric, step) once (the newest chunk's value), sorted by run,
+    metric and step; `metric` holds codes into `names`."""
+
+    run: np.ndarray
+    metric: np.ndarray
+    step: np.ndarray
+    value: np.ndarray
+    names: list[str]
+
+    def frame(self, by_step: bool = True) -> pd.DataFrame:
+        """Long rows (run_id, step, metric, value), ordered by run and step (then metric)."""
+        order = np.lexsort((self.metric, self.step, self.run)) if by_step else slice(None)
+        names = np.asarray(self.names, dtype=object)
+        return pd.DataFrame({
+            "run_id": self.run[order], "step": self.step[order],
+            "metric": names[self.metric[order]] if len(self.names) else np.asarray([], dtype=object),
+            "value": self.value[order],
+        })  # fmt: skip
+
+    def where(self, mask: np.ndarray) -> _Decoded:
+        return _Decoded(self.run[mask], self.metric[mask], self.step[mask], self.value[mask], self.names)
+
+    def groups(self) -> Iterator[tuple[int, str, np.ndarray, np.ndarray]]:
+        """(run, metric name, steps, values) for each run and metric."""
+        if not len(self.run):
+            return
+        cut = np.flatnonzero((self.run[1:] != self.run[:-1]) | (self.metric[1:] != self.metric[:-1])) + 1
+        for lo, hi in zip(np.r_[0, cut], np.r_[cut, len(self.run)], strict=True):
+            yield int(self.run[lo]), self.names[int(self.metric[lo])], self.step[lo:hi], self.value[lo:hi]
+
+
+def _decode(rows: Iterable[Any]) -> _Decoded:
+    """Rows of (chunk id, run_id, metric, steps blob, values blob) → `_Decoded`."""
+    rows = list(rows)
+    names = sorted({r[2] for r in rows})
+    code = {n: i for i, n in enumerate(names)}
+    parts = []
+    for chunk_id, run_id, metric, steps, values in rows:
+        step = np.frombuffer(steps, dtype="<i8")
+        n = len(step)
+        parts.append((np.full(n, chunk_id, np.int64), np.full(n, run_id, np.int64), np.full(n, code[metric], np.int32),
+                      step, np.frombuffer(values, dtype="<f8")))  # fmt: skip
+    if not parts:
+        empty_i, empty_f = np.empty(0, np.int64), np.empty(0, np.float64)
+        return _Decoded(empty_i, np.empty(0, np.int32), empty_i, empty_f, names)
+    chunk, run, metric, step, value = (np.concatenate([p[k] for p in parts]) for k in range(5))
+    order = np.lexsort((chunk, step, metric, run))
+    run, metric, step, value = run[order], metric[order], step[order], value[order]
+    last = np.r_[(run[1:] != run[:-1]) | (metric[1:] != metric[:-1]) | (step[1:] != step[:-1]), True]
+    return _Decoded(run[last], metric[last], step[last], value[last], names)
+
+
+_CHUNK_COLUMNS = (MetricChunk.id, MetricChunk.run_id, MetricChunk.metric, MetricChunk.steps, MetricChunk.values)
 
 
 def worker_name() -> str:
@@ -503,18 +577,16 @@ class Store:
 
     @staticmethod
     def _pack(s: Session, run_id: int) -> None:
-        """Store each of the run's metrics as two arrays (see tables.PackedCurve), in the caller's transaction."""
-        rows = s.execute(
-            select(MetricValue.metric, MetricValue.step, MetricValue.value)
-            .where(MetricValue.run_id == run_id)
-            .order_by(MetricValue.metric, MetricValue.step)
-        ).all()
+        """Store each of the run's metrics as two arrays (see tables.PackedCurve), and compact its chunks into one
+        per metric, in the caller's transaction."""
+        decoded = _decode(s.execute(select(*_CHUNK_COLUMNS).where(MetricChunk.run_id == run_id)).all())
         s.execute(delete(PackedCurve).where(PackedCurve.run_id == run_id))
-        for metric, group in itertools.groupby(rows, key=lambda r: r[0]):
-            chunk = list(group)
-            steps = np.fromiter((r[1] for r in chunk), dtype="<i8", count=len(chunk))
-            values = np.fromiter((math.nan if r[2] is None else r[2] for r in chunk), dtype="<f8", count=len(chunk))
-            s.add(PackedCurve(run_id=run_id, metric=metric, steps=steps.tobytes(), values=values.tobytes()))
+        s.execute(delete(MetricChunk).where(MetricChunk.run_id == run_id))
+        for _, metric, steps, values in decoded.groups():
+            steps_b, values_b = steps.astype("<i8").tobytes(), values.astype("<f8").tobytes()
+            s.add(PackedCurve(run_id=run_id, metric=metric, steps=steps_b, values=values_b))
+            s.add(MetricChunk(run_id=run_id, metric=metric, first_step=int(steps[0]), last_step=int(steps[-1]),
+                              steps=steps_b, values=values_b))  # fmt: skip
 
     def packed_curves(self, run_ids: Sequence[int], metric: str) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """(steps, values) of `metric` for each of the runs that finished and logged it."""
@@ -551,7 +623,7 @@ class Store:
         with self.session() as s:
             reset = list(s.scalars(select(Run.id).where(Run.id.in_(ids), Run.status.in_(RERUNNABLE))))
             if reset:
-                s.execute(delete(MetricValue).where(MetricValue.run_id.in_(reset)))
+                s.execute(delete(MetricChunk).where(MetricChunk.run_id.in_(reset)))
                 s.execute(delete(PackedCurve).where(PackedCurve.run_id.in_(reset)))
                 fresh = {"status": "queued", "error": None, "progress": 0, "started_at": None, "finished_at": None,
                          "heartbeat_at": None, "worker": None, "device": None, "cancel_requested": False,
@@ -564,7 +636,7 @@ class Store:
     def delete_runs(self, run_ids: Iterable[int]) -> int:
         ids = list(run_ids)
         with self.session() as s:
-            s.execute(delete(MetricValue).where(MetricValue.run_id.in_(ids)))
+            s.execute(delete(MetricChunk).where(MetricChunk.run_id.in_(ids)))
             s.execute(delete(PackedCurve).where(PackedCurve.run_id.in_(ids)))
             s.execute(delete(RunEvent).where(RunEvent.run_id.in_(ids)))
             result = s.execute(delete(Run).where(Run.id.in_(ids)))
@@ -638,7 +710,20 @@ class Store:
         """A worker starts the run at `step` (0, or its checkpoint's): the metrics logged after that step by an
         earlier attempt are dropped (they are recomputed), so the run's curves have no gap and no duplicate."""
         with self.session() as s:
-            s.execute(delete(MetricValue).where(MetricValue.run_id == run_id, MetricValue.step > step))
+            s.execute(delete(MetricChunk).where(MetricChunk.run_id == run_id, MetricChunk.first_step > step))
+            straddling = s.execute(
+                select(*_CHUNK_COLUMNS).where(
+                    MetricChunk.run_id == run_id, MetricChunk.first_step <= step, MetricChunk.last_step > step
+                )
+            ).all()
+            for chunk_id, _, _, steps_b, values_b in straddling:  # keep the part up to `step`
+                steps, values = np.frombuffer(steps_b, dtype="<i8"), np.frombuffer(values_b, dtype="<f8")
+                keep = steps <= step
+                s.execute(
+                    update(MetricChunk).where(MetricChunk.id == chunk_id).values(
+                        last_step=int(steps[keep][-1]), steps=steps[keep].tobytes(), values=values[keep].tobytes()
+                    )
+                )  # fmt: skip
             s.execute(
                 update(Run).where(Run.id == run_id, Run.worker == worker).values(resumed_from=step, progress=step)
             )
@@ -893,36 +978,24 @@ class Store:
         Returns True when the run should stop: someone asked it to, or (with `worker`) that worker no longer
         holds it (it was taken for lost and the run went on elsewhere), in which case nothing is written.
         """
-        with self.engine.begin() as s:  # Core, not the ORM session: a plain executemany, ~3x faster
-            if worker is not None:
-                holds = s.execute(
-                    update(Run)
-                    .where(Run.id == run_id, Run.worker == worker, Run.status == "running")
-                    .values(heartbeat_at=time.time())
-                )
-                if holds.rowcount != 1:  # type: ignore[attr-defined]
-                    return True
-            if rows:
-                values = [{"run_id": run_id, "step": st, "metric": m, "value": _encode(v)} for st, m, v in rows]
-                s.execute(self._upsert(), values)
-            progress = max((st for st, _, _ in rows), default=0)
-            s.execute(
-                update(Run)
-                .where(Run.id == run_id)
-                .values(
-                    heartbeat_at=time.time(),
-                    progress=case((Run.progress > progress, Run.progress), else_=progress),
-                )
-            )
-            return bool(s.scalar(select(Run.cancel_requested).where(Run.id == run_id)))
+        chunks = _chunks_of(run_id, rows)
+        progress = max((c["last_step"] for c in chunks), default=0)
+        query = update(Run).where(Run.id == run_id)
+        if worker is not None:
+            query = query.where(Run.worker == worker, Run.status == "running")
+        query = query.values(heartbeat_at=time.time(), progress=case((Run.progress > progress, Run.progress),
+                                                                     else_=progress))  # fmt: skip
+        with self.engine.begin() as s:  # Core, not the ORM session; two statements per flush
+            held = s.execute(query.returning(Run.cancel_requested)).first()
+            if held is None:  # deleted, or (with `worker`) no longer this worker's: nothing is written
+                return True
+            if chunks:  # one row per metric for the whole flush (see tables.MetricChunk)
+                s.execute(insert(MetricChunk), chunks)
+            return bool(held[0])
 
-    def _upsert(self) -> Any:
-        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
-        stmt = dialect.insert(MetricValue)
-        return stmt.on_conflict_do_update(
-            index_elements=["run_id", "metric", "step"],
-            set_={"value": stmt.excluded.value},
-        )
+    def _chunks(self, where: Any) -> _Decoded:
+        with self.engine.connect() as conn:
+            return _decode(conn.execute(select(*_CHUNK_COLUMNS).where(where)).all())
 
     def metrics(
         self,
@@ -934,102 +1007,81 @@ class Store:
 
         `after` maps run id → the last step the caller already holds; only newer rows come back.
         """
-        query = select(MetricValue.run_id, MetricValue.step, MetricValue.metric, MetricValue.value)
-        if names:
-            query = query.where(MetricValue.metric.in_(names))
         cursor = {rid: step for rid, step in (after or {}).items() if step > 0}
         fresh = [rid for rid in run_ids if rid not in cursor]
-        clauses: list[Any] = [MetricValue.run_id.in_(fresh)] if fresh else []  # one index range per run
-        clauses += [and_(MetricValue.run_id == rid, MetricValue.step > cursor[rid]) for rid in run_ids if rid in cursor]
+        clauses: list[Any] = [MetricChunk.run_id.in_(fresh)] if fresh else []
+        clauses += [
+            and_(MetricChunk.run_id == rid, MetricChunk.last_step > cursor[rid]) for rid in run_ids if rid in cursor
+        ]  # only the chunks that reach past the cursor
         if not clauses:
             return pd.DataFrame({"run_id": [], "step": [], "metric": [], "value": []})
-        query = query.where(or_(*clauses)).order_by(MetricValue.run_id, MetricValue.step)
-        with self.engine.connect() as conn:
-            rows = conn.execute(query).all()
-        columns = list(zip(*rows, strict=True)) if rows else [(), (), (), ()]
-        return pd.DataFrame(
-            {
-                "run_id": np.asarray(columns[0], dtype=np.int64),
-                "step": np.asarray(columns[1], dtype=np.int64),
-                "metric": np.asarray(columns[2], dtype=object),
-                "value": np.asarray([math.nan if v is None else v for v in columns[3]], dtype=np.float64),
-            }
-        )  # column by column: pandas is slow at building frames from row objects
+        where = or_(*clauses)
+        if names:
+            where = and_(where, MetricChunk.metric.in_(names))
+        decoded = self._chunks(where)
+        if cursor:
+            floor = np.asarray([cursor.get(int(r), 0) for r in decoded.run], dtype=np.int64)
+            decoded = decoded.where(decoded.step > floor)
+        return decoded.frame()
 
     def window_means(self, sweep_id: int, metric: str, lo: int, hi: int) -> dict[int, float]:
-        """For each run of the sweep that has reached step `hi`: the mean of `metric` over steps (lo, hi]."""
+        """For each run of the sweep that has reached step `hi`: the mean of `metric` over steps (lo, hi] (NaN
+        values left out; NaN when every value is)."""
         reached = select(Run.id).where(Run.sweep_id == sweep_id, Run.progress >= hi)
-        query = (
-            select(MetricValue.run_id, func.avg(MetricValue.value))
-            .where(MetricValue.metric == metric, MetricValue.step > lo, MetricValue.step <= hi)
-            .where(MetricValue.run_id.in_(reached))
-            .group_by(MetricValue.run_id)
-        )
-        with self.engine.connect() as conn:
-            return {rid: math.nan if v is None else float(v) for rid, v in conn.execute(query)}
+        decoded = self._chunks(
+            and_(MetricChunk.run_id.in_(reached), MetricChunk.metric == metric, MetricChunk.last_step > lo,
+                 MetricChunk.first_step <= hi)
+        )  # fmt: skip
+        decoded = decoded.where((decoded.step > lo) & (decoded.step <= hi))
+        out: dict[int, float] = {}
+        for run_id, _, _, values in decoded.groups():
+            finite = values[~np.isnan(values)]
+            out[run_id] = float(finite.mean()) if len(finite) else math.nan
+        return out
 
     def metric_names(self, run_ids: Sequence[int]) -> list[str]:
-        query = select(MetricValue.metric).where(MetricValue.run_id.in_(run_ids)).distinct()
+        query = select(MetricChunk.metric).where(MetricChunk.run_id.in_(run_ids)).distinct()
         with self.engine.connect() as conn:
             return sorted(conn.scalars(query))
 
     def summaries(self, run_ids: Sequence[int], metric: str = "loss") -> dict[int, dict[str, float]]:
         """Per run: the metric's last value (`final`) and its best (`best`: the minimum, the maximum for
-        accuracies)."""
+        accuracies; NaN values left out)."""
         if not run_ids:
             return {}
-        last = (
-            select(MetricValue.run_id, func.max(MetricValue.step).label("step"))
-            .where(MetricValue.metric == metric, MetricValue.run_id.in_(run_ids))
-            .group_by(MetricValue.run_id)
-            .subquery()
-        )
-        final_q = (
-            select(MetricValue.run_id, MetricValue.value)
-            .join(
-                last,
-                and_(MetricValue.run_id == last.c.run_id, MetricValue.step == last.c.step),
-            )
-            .where(MetricValue.metric == metric)
-        )
-        best = func.max if higher_is_better(metric) else func.min
-        best_q = (
-            select(MetricValue.run_id, best(MetricValue.value))
-            .where(MetricValue.metric == metric, MetricValue.run_id.in_(run_ids))
-            .group_by(MetricValue.run_id)
-        )
+        decoded = self._chunks(and_(MetricChunk.run_id.in_(run_ids), MetricChunk.metric == metric))
         out: dict[int, dict[str, float]] = {}
-        with self.engine.connect() as conn:
-            for rid, value in conn.execute(final_q):
-                out.setdefault(rid, {})["final"] = math.nan if value is None else value
-            for rid, value in conn.execute(best_q):
-                out.setdefault(rid, {})["best"] = math.nan if value is None else value
+        for run_id, _, _, values in decoded.groups():
+            finite = values[~np.isnan(values)]
+            best = (finite.max() if higher_is_better(metric) else finite.min()) if len(finite) else math.nan
+            out[run_id] = {"final": float(values[-1]), "best": float(best)}
         return out
 
     def first_reaching(self, run_ids: Sequence[int], metric: str, target: float) -> dict[int, int]:
         """Per run that gets there: the first step at which `metric` is at or below `target` (at or above it
         for accuracies)."""
-        reached = MetricValue.value >= target if higher_is_better(metric) else MetricValue.value <= target
-        query = (
-            select(MetricValue.run_id, func.min(MetricValue.step))
-            .where(MetricValue.run_id.in_(run_ids), MetricValue.metric == metric, reached)
-            .group_by(MetricValue.run_id)
-        )
-        with self.engine.connect() as conn:
-            return {rid: int(step) for rid, step in conn.execute(query)}
+        decoded = self._chunks(and_(MetricChunk.run_id.in_(run_ids), MetricChunk.metric == metric))
+        out: dict[int, int] = {}
+        for run_id, _, steps, values in decoded.groups():
+            reached = values >= target if higher_is_better(metric) else values <= target
+            if reached.any():
+                out[run_id] = int(steps[np.argmax(reached)])
+        return out
 
     def values_at(self, points: Mapping[int, int], names: Sequence[str]) -> dict[int, dict[str, float]]:
         """`points` maps run id → step; returns each run's values of `names` at that step."""
         if not points:
             return {}
-        clauses = [and_(MetricValue.run_id == rid, MetricValue.step == step) for rid, step in points.items()]
-        query = select(MetricValue.run_id, MetricValue.metric, MetricValue.value).where(
-            or_(*clauses), MetricValue.metric.in_(names)
-        )
+        clauses = [
+            and_(MetricChunk.run_id == rid, MetricChunk.first_step <= step, MetricChunk.last_step >= step)
+            for rid, step in points.items()
+        ]
+        decoded = self._chunks(and_(or_(*clauses), MetricChunk.metric.in_(names)))
+        at = np.asarray([points.get(int(r), -1) for r in decoded.run], dtype=np.int64)
+        decoded = decoded.where(decoded.step == at)
         out: dict[int, dict[str, float]] = {}
-        with self.engine.connect() as conn:
-            for rid, name, value in conn.execute(query):
-                out.setdefault(rid, {})[name] = math.nan if value is None else value
+        for run_id, name, _, values in decoded.groups():
+            out.setdefault(run_id, {})[name] = float(values[0])
         return out
 
     def iter_metrics(self, run_ids: Sequence[int], chunk_rows: int = 200_000) -> Iterator[pd.DataFrame]:
@@ -1039,16 +1091,18 @@ class Store:
         metric), the others row by row; a run larger than `chunk_rows` is read whole, then handed out in pieces."""
         chunk_rows = max(1, chunk_rows)
         ids = sorted(set(run_ids))
-        columns = (MetricValue.run_id, MetricValue.step, MetricValue.metric, MetricValue.value)
 
         def read(conn: Any, chunk: list[int]) -> pd.DataFrame:
             curves = select(PackedCurve.run_id, PackedCurve.metric, PackedCurve.steps, PackedCurve.values)
             packed = conn.execute(curves.where(PackedCurve.run_id.in_(chunk))).all()
             done = {row[0] for row in packed}
             rest = [rid for rid in chunk if rid not in done]
-            found = conn.execute(select(*columns).where(MetricValue.run_id.in_(rest))) if rest else ()
-            rows = list(zip(*found, strict=True))  # column by column
-            names = sorted({row[1] for row in packed} | (set(rows[2]) if rows else set()))
+            live = (
+                _decode(conn.execute(select(*_CHUNK_COLUMNS).where(MetricChunk.run_id.in_(rest))).all())
+                if rest
+                else None
+            )
+            names = sorted({row[1] for row in packed} | (set(live.names) if live is not None else set()))
             code = {name: i for i, name in enumerate(names)}
             parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
             for rid, metric, steps, values in packed:
@@ -1056,11 +1110,9 @@ class Store:
                 n = len(step)
                 value = np.frombuffer(values, dtype="<f8")
                 parts.append((np.full(n, rid, np.int64), step, np.full(n, code[metric], np.int32), value))
-            if rows:
-                n = len(rows[0])
-                metrics = np.fromiter((code[m] for m in rows[2]), np.int32, n)
-                values = np.asarray(rows[3], np.float64)  # NULL (a NaN) → NaN
-                parts.append((np.asarray(rows[0], np.int64), np.asarray(rows[1], np.int64), metrics, values))
+            if live is not None and len(live.run):
+                recode = np.asarray([code[n] for n in live.names], dtype=np.int32)
+                parts.append((live.run, live.step, recode[live.metric], live.value))
             if not parts:
                 return pd.DataFrame({"run_id": [], "step": [], "metric": [], "value": []})
             run, step, metric, value = (np.concatenate([p[k] for p in parts]) for k in range(4))
@@ -1077,8 +1129,9 @@ class Store:
                 sizes.update({rid: int(n) // 8 for rid, n in conn.execute(packed)})
                 rest = [rid for rid in group if rid not in sizes]
                 if rest:
-                    counted = select(MetricValue.run_id, func.count()).where(MetricValue.run_id.in_(rest))
-                    sizes.update({rid: int(n) for rid, n in conn.execute(counted.group_by(MetricValue.run_id))})
+                    counted = select(MetricChunk.run_id, func.sum(func.length(MetricChunk.values)))
+                    counted = counted.where(MetricChunk.run_id.in_(rest)).group_by(MetricChunk.run_id)
+                    sizes.update({rid: int(n) // 8 for rid, n in conn.execute(counted)})
             plan: list[list[int]] = []  # consecutive runs, at most chunk_rows values together (or one run alone)
             total = 0
             for rid in (r for r in ids if sizes.get(r)):

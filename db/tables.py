@@ -120,25 +120,30 @@ class RunEvent(Base):
     step: Mapped[int | None] = mapped_column(Integer)
 
 
-class MetricValue(Base):
-    """One number: (run, metric, step) is unique, so writing the same step twice overwrites, never duplicates.
+class MetricChunk(Base):
+    """One flush of one metric of one run: the steps it logged and their values as two little-endian arrays (int64
+    steps, float64 values; NaN and ±inf kept as they are), so a flush of S steps × M metrics is M rows, not S × M.
 
-    `value` is NULL exactly when the number was NaN (SQLite cannot store NaN); ±inf are stored as they are.
-    """
+    A step written again (a resumed run recomputing what its last attempt logged after its checkpoint) lands in a
+    newer chunk; readers keep the newest value of each (run, metric, step), so it overwrites, never duplicates.
+    When the run finishes its chunks are compacted into one per metric."""
 
-    __tablename__ = "metrics"
+    __tablename__ = "metric_chunks"
 
-    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
-    metric: Mapped[str] = mapped_column(String(64), primary_key=True)
-    step: Mapped[int] = mapped_column(Integer, primary_key=True)
-    value: Mapped[float | None] = mapped_column(Float)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)  # write order: newest wins
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    metric: Mapped[str] = mapped_column(String(64))
+    first_step: Mapped[int] = mapped_column(Integer)
+    last_step: Mapped[int] = mapped_column(Integer)
+    steps: Mapped[bytes] = mapped_column(LargeBinary)
+    values: Mapped[bytes] = mapped_column(LargeBinary)
 
-    __table_args__ = (Index("ix_metrics_run_step", "run_id", "step"),)
+    __table_args__ = (Index("ix_metric_chunks_run_last", "run_id", "last_step"),)
 
 
 class PackedCurve(Base):
     """A finished run's metric as two little-endian arrays (int64 steps, float64 values; NaN kept), written once
-    when the run finishes. Derived from `metrics`, which stays the source of truth; read by the Compare page."""
+    when the run finishes. Derived from `metric_chunks`, which stay the source of truth; read by the Compare page."""
 
     __tablename__ = "curves"
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import time
 
+import pytest
+
 from db.store import Store
 
 SPEC = {"steps": 10, "task": {"name": "digits-mlp"}, "optimizer": {"name": "sgd", "lr": 0.1}}
@@ -173,3 +175,38 @@ def test_a_pack_is_claimed_together_and_lost_together(store: Store) -> None:
         store.record(m, [])
     assert sorted(store.mark_lost_runs(stale_after=30, max_attempts=3)) == members[:2]  # w's two, not w2's
     assert store.get_run(members[2]).status == "running"  # type: ignore[union-attr]
+
+
+def test_a_flush_is_one_chunk_per_metric_and_readers_see_the_newest_value_of_each_step(store: Store) -> None:
+    from sqlalchemy import func, select
+
+    from db.tables import MetricChunk
+
+    def chunks() -> int:
+        with store.engine.connect() as conn:
+            return int(conn.scalar(select(func.count()).select_from(MetricChunk)) or 0)
+
+    sweep = store.create_sweep("s", {"name": "s"})
+    run = store.create_run("r", SPEC, sweep_id=sweep)
+    store.claim(run, "w", "cpu", stale_after=30)
+    store.record(run, [(s, m, float(s)) for s in range(1, 201) for m in ("loss", "lr")], "w")
+    assert chunks() == 2  # 400 values, two rows
+    store.record(run, [(150, "loss", -1.0), (201, "loss", math.nan), (201, "lr", 201.0)], "w")  # 150 rewritten
+    loss = store.metrics([run], names=["loss"])
+    assert loss.step.tolist() == list(range(1, 202))  # each step once
+    assert loss.set_index("step").value[150] == -1.0 and math.isnan(loss.set_index("step").value[201])
+    assert store.summaries([run])[run]["best"] == -1.0 and math.isnan(store.summaries([run])[run]["final"])
+    assert store.first_reaching([run], "loss", -0.5) == {run: 150}
+    assert store.window_means(sweep, "loss", 140, 160)[run] == pytest.approx((sum(range(141, 161)) - 150 - 1) / 20)
+    assert store.values_at({run: 150}, ["loss", "lr"]) == {run: {"loss": -1.0, "lr": 150.0}}
+    newer = store.metrics([run], after={run: 199})
+    assert sorted(zip(newer.step, newer.metric, strict=True)) == [
+        (200, "loss"), (200, "lr"), (201, "loss"), (201, "lr")
+    ]  # fmt: skip
+    store.begin_attempt(run, 120, "w")  # a resumed attempt drops what came after its checkpoint (chunks trimmed)
+    assert store.metrics([run]).step.max() == 120 and len(store.metrics([run])) == 240
+    store.record(run, [(121, "loss", 7.0)], "w")
+    assert store.finish(run, "completed", worker="w")
+    assert chunks() == 2  # compacted: one chunk per metric
+    steps, values = store.packed_curves([run], "loss")[run]
+    assert steps.tolist() == list(range(1, 122)) and values[99] == 100.0 and values[-1] == 7.0

@@ -1,0 +1,148 @@
+"""Metric writes: today's chunked store (`Store.record`: one row per metric per flush, packed arrays) against the
+previous row-per-value store (one upserted SQL row per number, kept here as the baseline), side by side in this one
+process, on SQLite and, with `--postgres URL`, on PostgreSQL.
+
+Each call writes one flush of 12 metrics × 200 steps (2,400 values), as a worker's flush does; values per second
+over `--flushes` calls, median of 3 rounds, interleaved. Then the two reads the pages make most: a live run's rows
+newer than a cursor, and a sweep's early-stopping window means.
+
+Run: `python bench/metric_store.py [--postgres postgresql://postgres@127.0.0.1:5432/test] [--flushes 200]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from db.store import Store
+
+METRICS = ["loss", "lr", "grad_l2", "grad_l1", "update_l2", "param_l2", "grad_l1_l2_ratio", "batch_size",
+           "samples_seen", "step_time", "wall_time", "optimizer_state_bytes"]  # fmt: skip
+STEPS_PER_FLUSH = 200
+
+
+class RowPerValue:
+    """The previous layout, for comparison: table (run_id, metric, step) → value, upserted row by row."""
+
+    def __init__(self, store: Store) -> None:
+        from sqlalchemy import Column, Float, Integer, MetaData, String, Table
+
+        self.store = store
+        meta = MetaData()
+        self.table = Table(
+            "bench_metric_rows", meta, Column("run_id", Integer, primary_key=True),
+            Column("metric", String(64), primary_key=True), Column("step", Integer, primary_key=True),
+            Column("value", Float),
+        )  # fmt: skip
+        meta.drop_all(store.engine)
+        meta.create_all(store.engine)
+
+    def record(self, run_id: int, rows: list[tuple[int, str, float]]) -> None:
+        from sqlalchemy import case, update
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        from db.tables import Run
+
+        dialect = postgresql if self.store.engine.dialect.name == "postgresql" else sqlite
+        stmt = dialect.insert(self.table)
+        upsert = stmt.on_conflict_do_update(
+            index_elements=["run_id", "metric", "step"], set_={"value": stmt.excluded.value}
+        )
+        with self.store.engine.begin() as s:
+            s.execute(upsert, [{"run_id": run_id, "step": st, "metric": m, "value": None if math.isnan(v) else v}
+                               for st, m, v in rows])  # fmt: skip
+            progress = max(st for st, _, _ in rows)
+            farther = case((Run.progress > progress, Run.progress), else_=progress)
+            s.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=time.time(), progress=farther))
+
+
+def flushes(count: int) -> list[list[tuple[int, str, float]]]:
+    rng = np.random.default_rng(0)
+    out = []
+    for f in range(count):
+        values = rng.random((STEPS_PER_FLUSH, len(METRICS))).tolist()
+        steps = range(f * STEPS_PER_FLUSH + 1, (f + 1) * STEPS_PER_FLUSH + 1)
+        out.append([(s, m, v) for s, row in zip(steps, values, strict=True) for m, v in zip(METRICS, row, strict=True)])
+    return out
+
+
+def timed_writes(write: Any, run_id: int, batches: list[list[tuple[int, str, float]]]) -> float:
+    start = time.perf_counter()
+    for rows in batches:
+        write(run_id, rows)
+    return time.perf_counter() - start
+
+
+def bench(label: str, store: Store, count: int) -> None:
+    from db.tables import MetricChunk
+
+    old = RowPerValue(store)
+    batches = flushes(count)
+    values = count * STEPS_PER_FLUSH * len(METRICS)
+    new_s, old_s = [], []
+    for _ in range(3):
+        for write, times in ((store.record, new_s), (old.record, old_s)):
+            run_id = store.create_run("bench", {"steps": count * STEPS_PER_FLUSH})
+            times.append(timed_writes(write, run_id, batches))
+    new, before = statistics.median(new_s), statistics.median(old_s)
+    print(f"{label}: {count} flushes × {STEPS_PER_FLUSH} steps × {len(METRICS)} metrics = {values:,} values")
+    print(f"  row per value (before): {before:6.2f} s  {values / before:12,.0f} values/s")
+    print(f"  chunks (now)          : {new:6.2f} s  {values / new:12,.0f} values/s  ({before / new:.1f}x)")
+
+    sweep = store.create_sweep("bench", {})
+    runs = [store.create_run("r", {"steps": count * STEPS_PER_FLUSH}, sweep_id=sweep) for _ in range(8)]
+    for rid in runs:
+        for rows in batches:
+            store.record(rid, rows)
+    with store.engine.connect() as conn:
+        from sqlalchemy import func, select
+
+        chunks = conn.scalar(select(func.count()).select_from(MetricChunk).where(MetricChunk.run_id.in_(runs)))
+    last = count * STEPS_PER_FLUSH
+    start = time.perf_counter()
+    for _ in range(20):
+        store.metrics(runs, names=["loss", "grad_l2", "lr"], after={rid: last - 50 for rid in runs})
+    live = (time.perf_counter() - start) / 20
+    start = time.perf_counter()
+    for _ in range(20):
+        store.window_means(sweep, "loss", last // 2, last // 2 + 100)
+    means = (time.perf_counter() - start) / 20
+    print(f"  reads over 8 runs ({chunks} chunks): the live page's newest 50 steps of 3 metrics {live * 1e3:.1f} ms; "
+          f"early stopping's window means {means * 1e3:.1f} ms")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--postgres", help="also on this PostgreSQL database (its tables are dropped and rebuilt)")
+    parser.add_argument("--flushes", type=int, default=100)
+    args = parser.parse_args()
+    from db.migrate import upgrade
+
+    with tempfile.TemporaryDirectory() as folder:
+        url = f"sqlite:///{Path(folder) / 'bench.db'}"
+        upgrade(url)
+        bench("SQLite", Store.from_url(url), args.flushes)
+    if args.postgres:
+        from sqlalchemy import MetaData
+
+        from db.engine import get_engine
+
+        existing = MetaData()
+        existing.reflect(get_engine(args.postgres))
+        existing.drop_all(get_engine(args.postgres))
+        upgrade(args.postgres)
+        bench("PostgreSQL", Store.from_url(args.postgres), args.flushes)
+
+
+if __name__ == "__main__":
+    main()
