@@ -223,6 +223,21 @@ def _chunks_of(run_id: int, rows: Sequence[tuple[int, str, float]]) -> list[dict
     return out
 
 
+def _take(s: Session, run_id: int, worker: str, device: str, reason: str) -> Run | None:
+    """Claim one queued run for `worker` (compare-and-set: queued → running), recording why; None if it was not
+    queued any more (another worker took it, or it was cancelled)."""
+    now = time.time()
+    result = s.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status == "queued", Run.cancel_requested.is_(False))
+        .values(status="running", worker=worker, device=device, started_at=now, heartbeat_at=now, progress=0)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    _event(s, run_id, "running", reason, worker)
+    return s.get(Run, run_id)
+
+
 @dataclass(frozen=True)
 class _Decoded:
     """Chunks decoded into columns, each (run, metric, step) once (the newest chunk's value), sorted by run,
@@ -498,19 +513,9 @@ class Store:
         for run_id in order:
             if owners.get(run_id) in blocked:
                 continue
-            now = time.time()
             with self.session() as s:
-                result = s.execute(
-                    update(Run)
-                    .where(Run.id == run_id, Run.status == "queued", Run.cancel_requested.is_(False))
-                    .values(
-                        status="running", worker=worker, device=device, started_at=now, heartbeat_at=now, progress=0
-                    )
-                )
-                if result.rowcount == 1:  # type: ignore[attr-defined]
-                    row = s.get(Run, run_id)
-                    _event(s, run_id, "running", f"claimed by {worker}", worker)
-                    return (_info(row) if row else None), False
+                if (row := _take(s, run_id, worker, device, f"claimed by {worker}")) is not None:
+                    return _info(row), False
         return None, any(owners.get(r) in blocked for r in order)
 
     def claim_pack_members(self, first: RunInfo, worker: str, device: str, limit: int) -> list[RunInfo]:
@@ -536,21 +541,12 @@ class Store:
                     )
                     limit = min(limit, max(1, int(cap) - int(running or 0) + 1))  # `first` already counts
         claimed = [first]
-        now = time.time()
         with self.session() as s:
             for run_id in waiting[: max(limit - 1, 0)]:
-                result = s.execute(
-                    update(Run)
-                    .where(Run.id == run_id, Run.status == "queued", Run.cancel_requested.is_(False))
-                    .values(
-                        status="running", worker=worker, device=device, started_at=now, heartbeat_at=now, progress=0
-                    )
-                )
-                if result.rowcount == 1:  # type: ignore[attr-defined]
-                    _event(s, run_id, "running", f"claimed by {worker} with pack {first.pack_id}", worker)
-                    row = s.get(Run, run_id)
-                    if row is not None:
-                        claimed.append(_info(row))
+                if (
+                    row := _take(s, run_id, worker, device, f"claimed by {worker} with pack {first.pack_id}")
+                ) is not None:
+                    claimed.append(_info(row))
         return sorted(claimed, key=lambda r: r.id)
 
     def _owners(self, run_ids: Sequence[int]) -> list[tuple[int, int | None]]:
