@@ -238,6 +238,32 @@ def _take(s: Session, run_id: int, worker: str, device: str, reason: str) -> Run
     return s.get(Run, run_id)
 
 
+def _take_pack(s: Session, pack_id: int, worker: str, device: str, limit: int | None) -> list[Run]:
+    """Claim a pack's queued members (at most `limit`, the first by id) for `worker` in one statement, so that
+    of two workers asking at once one gets them all; returns the runs claimed, by id."""
+    now = time.time()
+    waiting = select(Run.id).where(Run.pack_id == pack_id, Run.status == "queued", Run.cancel_requested.is_(False))
+    if limit is not None:
+        waiting = waiting.order_by(Run.id).limit(limit)
+    result = s.execute(
+        update(Run)
+        .where(Run.id.in_(waiting.scalar_subquery()), Run.status == "queued", Run.cancel_requested.is_(False))
+        .values(status="running", worker=worker, device=device, started_at=now, heartbeat_at=now, progress=0)
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        return []
+    rows = list(
+        s.scalars(
+            select(Run)
+            .where(Run.pack_id == pack_id, Run.worker == worker, Run.status == "running", Run.started_at == now)
+            .order_by(Run.id)
+        )
+    )
+    for row in rows:
+        _event(s, row.id, "running", f"claimed by {worker} with pack {pack_id} ({len(rows)} runs)", worker)
+    return rows
+
+
 @dataclass(frozen=True)
 class _Decoded:
     """Chunks decoded into columns, each (run, metric, step) once (the newest chunk's value), sorted by run,
@@ -505,55 +531,47 @@ class Store:
         """Claim the run fair share says goes next in `queue` (see `dispatch_order`), for `worker`. Returns the
         run, or None with True when runs are waiting but their owners are all at their limit of runs running at
         once (ask again later), or None with False when nothing waits. Each candidate is taken with an atomic
-        compare-and-set (queued → running), so of several workers asking at once each gets a different run."""
+        compare-and-set (queued → running), so of several workers asking at once each gets a different run.
+
+        A run of a pack is claimed with its pack: every queued member at once, in one statement (as many as its
+        owner's limit of runs at once allows), so two workers never split a pack between them. The run returned is
+        the first of them; `pack_held` lists them all."""
         order, blocked = self.dispatch_order(queue)
         if not order:
             return None, False
-        owners = dict(self._owners(order))
+        with self.engine.connect() as conn:
+            found = conn.execute(select(Run.id, Run.owner_id, Run.pack_id).where(Run.id.in_(order))).all()
+        owners = {rid: owner for rid, owner, _ in found}
+        packs = {rid: pack for rid, _, pack in found}
         for run_id in order:
             if owners.get(run_id) in blocked:
                 continue
             with self.session() as s:
-                if (row := _take(s, run_id, worker, device, f"claimed by {worker}")) is not None:
+                pack = packs.get(run_id)
+                if pack is None:
+                    row = _take(s, run_id, worker, device, f"claimed by {worker}")
+                else:
+                    room = self._room(s, owners.get(run_id))
+                    taken = _take_pack(s, pack, worker, device, room)
+                    row = taken[0] if taken else None
+                if row is not None:
                     return _info(row), False
         return None, any(owners.get(r) in blocked for r in order)
 
-    def claim_pack_members(self, first: RunInfo, worker: str, device: str, limit: int) -> list[RunInfo]:
-        """Having claimed `first`, a member of a pack, claim the pack's other queued members for the same worker,
-        at most `limit` runs in all (and no more than the owner's limit of runs at once allows), so that one worker
-        trains them together. Each is taken with a compare-and-set, as `claim_next` does. Returns `first` and the
-        members claimed, by id."""
-        if first.pack_id is None:
-            return [first]
-        with self.engine.connect() as conn:
-            waiting = list(
-                conn.scalars(
-                    select(Run.id)
-                    .where(Run.pack_id == first.pack_id, Run.status == "queued", Run.cancel_requested.is_(False))
-                    .order_by(Run.id)
-                )
-            )
-            if first.owner_id is not None:
-                cap = conn.scalar(select(User.max_running).where(User.id == first.owner_id))
-                if cap is not None:
-                    running = conn.scalar(
-                        select(func.count()).where(Run.owner_id == first.owner_id, Run.status == "running")
-                    )
-                    limit = min(limit, max(1, int(cap) - int(running or 0) + 1))  # `first` already counts
-        claimed = [first]
-        with self.session() as s:
-            for run_id in waiting[: max(limit - 1, 0)]:
-                if (
-                    row := _take(s, run_id, worker, device, f"claimed by {worker} with pack {first.pack_id}")
-                ) is not None:
-                    claimed.append(_info(row))
-        return sorted(claimed, key=lambda r: r.id)
+    @staticmethod
+    def _room(s: Session, owner: int | None) -> int | None:
+        """How many more runs `owner` may start now (None: no limit)."""
+        cap = s.scalar(select(User.max_running).where(User.id == owner)) if owner is not None else None
+        if cap is None:
+            return None
+        running = s.scalar(select(func.count()).where(Run.owner_id == owner, Run.status == "running"))
+        return max(1, int(cap) - int(running or 0))
 
-    def _owners(self, run_ids: Sequence[int]) -> list[tuple[int, int | None]]:
-        with self.engine.connect() as conn:
-            return [
-                (rid, owner) for rid, owner in conn.execute(select(Run.id, Run.owner_id).where(Run.id.in_(run_ids)))
-            ]
+    def pack_held(self, pack_id: int, worker: str) -> list[RunInfo]:
+        """The members of a pack that `worker` is training (claimed together by `claim_next`), by id."""
+        query = select(Run).where(Run.pack_id == pack_id, Run.worker == worker, Run.status == "running")
+        with self.session() as s:
+            return [_info(r) for r in s.scalars(query.order_by(Run.id))]
 
     def finish(self, run_id: int, status: str, error: str | None = None, worker: str | None = None) -> bool:
         """End a running run and pack its curves. A run that is already finished keeps its first ending; with

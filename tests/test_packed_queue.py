@@ -56,7 +56,7 @@ def test_a_32_run_sweep_from_the_cli_trains_as_one_pack_of_separate_runs(stack: 
     factors = {round(lrs[r.id] / r.spec["optimizer"]["lr"], 9) for r in runs}
     assert len(factors) == 1 and 0 < factors.pop() < 1  # each its own peak LR, one schedule (warming up at 10)
     events = [e.reason or "" for r in runs for e in stack.store.run_events(r.id)]
-    assert sum("with pack" in e for e in events) == 31  # the first member was claimed, the rest with it
+    assert sum(f"with pack {runs[0].pack_id} (32 runs)" in e for e in events) == 32  # claimed together
     shown = stack.cli("status", str(runs[5].id))
     assert f"trained in pack {runs[0].pack_id} (32 runs" in shown.stdout
 

@@ -156,25 +156,36 @@ def test_list_and_delete(store: Store) -> None:
 
 
 def test_a_pack_is_claimed_together_and_lost_together(store: Store) -> None:
-    """One worker claims a pack's queued members with the first; when one member's heartbeat stops, its pack-mates
-    on that worker are lost with it (one worker trains them all), so they go back to resume together."""
+    """A worker that claims a run of a pack claims every queued member with it, in one statement, so a second
+    worker asking next gets none of them; when one member's heartbeat stops, its pack-mates on that worker are lost
+    with it (one worker trains them all), so they go back to resume together."""
     pack = store.create_pack(None, 3)
     members = [store.create_run(f"m{i}", SPEC, pack_id=pack, pack_size=3) for i in range(3)]
     other = store.create_run("alone", SPEC)
     first, _ = store.claim_next("auto", "w", "cpu")
     assert first is not None and first.id == members[0] and first.pack_id == pack and first.pack_size == 3
-    claimed = store.claim_pack_members(first, "w", "cpu", limit=2)  # a worker with room for two
-    assert [r.id for r in claimed] == members[:2] and all(r.status == "running" for r in claimed)
-    assert store.get_run(members[2]).status == "queued"  # type: ignore[union-attr]
-    rest, _ = store.claim_next("auto", "w2", "cpu")
-    assert rest is not None and rest.id == members[2]  # the pack's last member, in fair-share order
-    assert [r.id for r in store.claim_pack_members(rest, "w2", "cpu", limit=32)] == [members[2]]
-    assert store.get_run(other).status == "queued"  # type: ignore[union-attr]
+    held = store.pack_held(pack, "w")
+    assert [r.id for r in held] == members and all(r.status == "running" and r.worker == "w" for r in held)
+    second, _ = store.claim_next("auto", "w2", "cpu")  # the next worker gets the run that was not in the pack
+    assert second is not None and second.id == other and store.pack_held(pack, "w2") == []
     went_silent(store, members[0], seconds=60)  # only one member's heartbeat is old
     for m in members[1:]:
         store.record(m, [])
-    assert sorted(store.mark_lost_runs(stale_after=30, max_attempts=3)) == members[:2]  # w's two, not w2's
-    assert store.get_run(members[2]).status == "running"  # type: ignore[union-attr]
+    assert sorted(store.mark_lost_runs(stale_after=30, max_attempts=3)) == members  # all of w's pack
+    assert store.get_run(other).status == "running"  # type: ignore[union-attr]
+
+
+def test_a_pack_claim_stays_within_its_owner_s_limit_of_runs_at_once(store: Store) -> None:
+    owner = store.create_user("ann", "member")
+    store.update_user(owner, max_running=2)
+    pack = store.create_pack(None, 3)
+    members = [store.create_run(f"m{i}", SPEC, pack_id=pack, pack_size=3, owner_id=owner) for i in range(3)]
+    first, _ = store.claim_next("auto", "w", "cpu")
+    assert first is not None and [r.id for r in store.pack_held(pack, "w")] == members[:2]
+    assert store.claim_next("auto", "w2", "cpu") == (None, True)  # the third waits for one of hers to end
+    assert store.finish(members[0], "completed", worker="w")
+    rest, _ = store.claim_next("auto", "w2", "cpu")
+    assert rest is not None and rest.id == members[2] and [r.id for r in store.pack_held(pack, "w2")] == [members[2]]
 
 
 def test_a_flush_is_one_chunk_per_metric_and_readers_see_the_newest_value_of_each_step(store: Store) -> None:

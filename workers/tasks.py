@@ -105,7 +105,7 @@ class StoreSink:
         try:
             assert self.checkpoints is not None
             self.checkpoints.save(self.run_id, checkpoint.blob)
-            self.checkpointed = int(load_state(checkpoint.blob)["counters"]["step"])
+            self.checkpointed = checkpoint_step(load_state(checkpoint.blob))
         except Exception:  # the run goes on; it is only less resumable until the next checkpoint
             log.exception("run %s: saving its checkpoint failed", self.run_id)
 
@@ -171,8 +171,11 @@ def train(self: Any, run_id: int) -> str:
         if claimed is None:
             break  # nothing this worker may take now (owners at their limit wait for the reconciler's next ticket)
         if claimed.pack_id is not None:
-            members = store.claim_pack_members(claimed, me, str(device), _pack_cap(claimed, device))
-            done.extend(f"{r}:{status}" for r, status in train_pack(store, members, me).items())
+            members = store.pack_held(claimed.pack_id, me)  # claimed with it, in one statement
+            cap = _pack_cap(claimed, device)
+            for extra in members[cap:]:  # more than this worker's memory holds: another worker takes them
+                store.hand_back(extra.id, me, f"worker {me} has memory for {cap} members of pack {claimed.pack_id}")
+            done.extend(f"{r}:{status}" for r, status in train_pack(store, members[:cap], me).items())
         else:
             done.append(f"{claimed.id}:{train_one(store, claimed, me)}")
     return " ".join(done) or "skipped: nothing waits that this worker may take"
@@ -192,6 +195,11 @@ def _pack_cap(row: RunInfo, device: Any) -> int:
         return get_settings().pack_size
 
 
+def checkpoint_step(state: dict[str, Any]) -> int:
+    """The step a checkpoint was taken at: a run alone's, or a pack member's (workers/packed.py)."""
+    return int(state["counters"]["step"]) if "counters" in state else int(state["step"])
+
+
 def _resume_point(run_id: int, checkpoints: CheckpointStore, packed: bool = False) -> tuple[bytes | None, int]:
     """The run's checkpoint and its step, or (None, 0) to start afresh: none, unreadable, or of the other kind (a
     run alone resumes from workers/training.py's checkpoints, a pack's member from workers/packed.py's)."""
@@ -206,7 +214,7 @@ def _resume_point(run_id: int, checkpoints: CheckpointStore, packed: bool = Fals
             log.warning("run %s: its checkpoint is of a run %s; starting from step 0", run_id,
                         "alone" if packed else "in a pack")  # fmt: skip
             return None, 0
-        return blob, int(state["counters"]["step"]) if "counters" in state else int(state["step"])
+        return blob, checkpoint_step(state)
     except Exception:
         log.exception("run %s: its checkpoint is unreadable; starting it again from step 0", run_id)
         return None, 0
