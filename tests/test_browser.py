@@ -115,7 +115,7 @@ def test_one_run_per_optimizer_family_completes(stack: Stack, worker, ui_url: st
         page.get_by_role("option", name=name, exact=True).click()
         page.get_by_text(OPTIMIZERS[name].paper.split(",")[0]).first.wait_for()  # the form switched to it
         page.get_by_role("button", name="Launch").click()
-        wait_for(lambda n=name: any(r.spec["optimizer"]["name"] == n for r in stack.store.list_runs()), 60, f"{name}")
+        wait_for(lambda n=name: any(r.spec["optimizer"]["name"] == n for r in stack.store.list_runs()), 300, f"{name}")
     runs = wait_for(
         lambda: (rs := stack.store.list_runs()) and all(r.status == "completed" for r in rs) and rs, 300, "every run"
     )
