@@ -1,15 +1,17 @@
-"""Packed training: K runs of a sweep trained as one vectorised model (issue 13, the loop's half; dispatch follows).
+"""Packed training: K runs of a sweep trained as one vectorised model (issue 13).
 
 A pack's members share the task and its parameters (so the data and the architecture), the batch policy, the
 number of steps, the evaluation period, the device and the optimizer and schedule *entries*; they differ in
-anything else: learning rate and other hyper-parameters, schedule parameters, seed. The model's parameters carry a
-leading member axis (`torch.func.stack_module_state`), the forward is `vmap(functional_call)` over the members, each
-member draws its own batches in its own seeded order, and the optimizer is workers/packed_optim.py's vectorised
-update with each member's hyper-parameters and, each step, each member's learning rate.
+anything else: learning rate and other hyper-parameters, schedule parameters, seed. `plan_packs` groups a sweep's
+runs when it is submitted (workers/celery_app.py); a worker claims a pack whole and `run_pack` trains it. The
+members' parameters are one [K, D] tensor; a chain of Linear layers runs as batched matmuls, any other model through
+`vmap(functional_call)`; each member draws its own batches in its own seeded order, and the optimizer is
+workers/packed_optim.py's vectorised update with each member's hyper-parameters and, each step, its learning rate.
 
-Each member logs what the same run trained alone logs (tests/test_packed.py holds them to 1e-5), to its own sink.
-A member that diverges, or whose sink asks it to stop (cancel, early stopping), stops being updated and recorded
-while the others go on. Per-member numbers stay on the device until a flush, as in the single-run loop.
+Each member logs what the same run trained alone logs (tests/test_packed.py holds them to 1e-5), to its own sink,
+and checkpoints its own slice of the pack. A member that diverges, or whose sink asks it to stop (cancel, early
+stopping, a worker shutting down), stops being updated and recorded while the others go on. Per-member numbers stay
+on the device until a flush, as in the single-run loop.
 """
 
 from __future__ import annotations
