@@ -11,7 +11,7 @@ from tests.conftest import Stack, wait_for
 pytestmark = [pytest.mark.browser]
 
 PATH_JS = """() => {
-    const plot = document.querySelector('.st-key-pg-contour .js-plotly-plot') || document.querySelector('.js-plotly-plot');
+    const plot = document.querySelector('.st-key-pg-contour .js-plotly-plot');  // never the loss chart (x = steps)
     if (!plot || !plot.data) return null;
     const paths = plot.data.filter(t => t.mode === 'lines' && t.name !== 'landscape');
     const xs = t => Array.isArray(t.x) ? t.x : Array.from(t.x._inputArray || []);

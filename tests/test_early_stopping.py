@@ -14,7 +14,7 @@ from tests.conftest import Stack, wait_for
 from workers.celery_app import rerun, submit_sweep
 from workers.early_stopping import EarlyStopping, asha_rule, decide, median_rule
 from workers.sweep import build, load_sweep
-from workers.tasks import SweepJudge
+from workers.tasks import PackGate, SweepJudge
 
 
 def curve(a: float, b: float, steps: int = 100) -> np.ndarray:
@@ -118,6 +118,25 @@ def test_window_means_and_the_judge_on_a_real_database(store: Store, rule: str) 
     reason = judge(15)
     assert reason is not None and reason.startswith(f"{rule} rule at step 10 on loss")
     assert judge(15) is None  # each checkpoint is judged once
+
+
+def test_a_pack_member_is_judged_at_a_checkpoint_once_its_mates_have_recorded_it(store: Store) -> None:
+    """Pack-mates record on their own threads: a member's checkpoint waits for its live mates instead of being
+    judged against nobody (it was then never judged at that step: a worker stopped such a run at step 320, not 40)."""
+    config = EarlyStopping(rule="median", grace_steps=10, every=10, min_runs=1)
+    sweep_id = store.create_sweep("s", {"early_stopping": config.model_dump()})
+    good, bad, dead = (store.create_run(n, {"steps": 40}, sweep_id) for n in ("good", "bad", "dead"))
+    gate = PackGate([good, bad, dead])
+    judge = SweepJudge(store, bad, sweep_id, config, steps=40, gate=gate)
+    store.record(bad, [(t, "loss", 2.0) for t in range(1, 11)])
+    gate.recorded(bad, 10)
+    assert judge(10) is None  # its mates have not recorded step 10: the checkpoint waits
+    store.record(good, [(t, "loss", 0.5) for t in range(1, 11)])
+    gate.recorded(good, 10)
+    assert judge(10) is None  # the third mate is still training and has not recorded it either
+    gate.ended(dead)  # it ended (diverged at step 3, say): nobody waits for it
+    reason = judge(10)
+    assert reason is not None and reason.startswith("median rule at step 10") and "median 0.5 of 1 other" in reason
 
 
 def test_a_worker_stops_a_hopeless_run_and_says_why_then_rerun_queues_it_again(stack: Stack, worker) -> None:  # type: ignore[no-untyped-def]

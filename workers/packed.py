@@ -389,6 +389,8 @@ def run_pack(
             if trainer.outcomes[m] is not None:
                 trainer.active[m] = False
                 trainer.all_active = False
+                if (end := getattr(sinks[m], "end", None)) is not None:
+                    end()  # its mates' early-stopping judges stop waiting for it
         device_rows, host_rows, evals = [], [], []
         last_flush = time.perf_counter()
 

@@ -24,18 +24,50 @@ log = logging.getLogger(__name__)
 shutting_down = threading.Event()
 
 
-class SweepJudge:
-    """Applies a sweep's early-stopping rule to one of its runs at each checkpoint the run has passed."""
+class PackGate:
+    """What a pack's members have recorded, so that one is judged at a checkpoint only against mates there too.
 
-    def __init__(self, store: Store, run_id: int, sweep_id: int, config: EarlyStopping, steps: int) -> None:
-        self.store, self.run_id, self.sweep_id, self.config = store, run_id, sweep_id, config
+    Pack-mates train in lockstep but record on their own threads: without the gate, a member judged at step 40
+    could find its mates' step 40 not yet in the database, judge against nobody, and move on to a later checkpoint.
+    A mate that has ended (diverged, stopped, finished) is not waited for."""
+
+    def __init__(self, run_ids: Sequence[int]) -> None:
+        self._lock = threading.Lock()
+        self._recorded = dict.fromkeys(run_ids, 0)
+        self._live = set(run_ids)
+
+    def recorded(self, run_id: int, step: int) -> None:
+        with self._lock:
+            self._recorded[run_id] = max(self._recorded.get(run_id, 0), step)
+
+    def ended(self, run_id: int) -> None:
+        with self._lock:
+            self._live.discard(run_id)
+
+    def ready(self, run_id: int, step: int) -> bool:
+        """Has every live mate of `run_id` recorded `step`?"""
+        with self._lock:
+            return all(self._recorded[r] >= step for r in self._live if r != run_id)
+
+
+class SweepJudge:
+    """Applies a sweep's early-stopping rule to one of its runs at each checkpoint the run has passed.
+
+    With a `gate` (a pack member), a checkpoint waits for the next call until every live pack-mate has recorded it."""
+
+    def __init__(
+        self, store: Store, run_id: int, sweep_id: int, config: EarlyStopping, steps: int, gate: PackGate | None = None
+    ) -> None:
+        self.store, self.run_id, self.sweep_id, self.config, self.gate = store, run_id, sweep_id, config, gate
         self._pending = list(config.checkpoints(steps))
 
     def __call__(self, progress: int) -> str | None:
         """The reason to stop, once `progress` has passed a checkpoint whose rule says so; else None."""
         while self._pending and self._pending[0] <= progress:
+            lo, hi = self.config.window(self._pending[0])
+            if self.gate is not None and not self.gate.ready(self.run_id, hi):
+                break  # judged at a later call, once the mates are there
             step = self._pending.pop(0)
-            lo, hi = self.config.window(step)
             means = self.store.window_means(self.sweep_id, self.config.metric, lo, hi)
             own = means.pop(self.run_id, None)
             if own is None:
@@ -51,6 +83,9 @@ class _Checkpoint:
     blob: bytes
 
 
+_END = object()  # a pack member's sink is told its member ended (after the rows written before it)
+
+
 class StoreSink:
     """Writes each flush in one transaction on a background thread, so training never waits on the database.
 
@@ -62,13 +97,14 @@ class StoreSink:
 
     def __init__(
         self, store: Store, run_id: int, judge: SweepJudge | None = None, worker: str | None = None,
-        checkpoints: CheckpointStore | None = None,
+        checkpoints: CheckpointStore | None = None, gate: PackGate | None = None,
     ) -> None:  # fmt: skip
         self.store, self.run_id, self.judge, self.worker, self.checkpoints = store, run_id, judge, worker, checkpoints
+        self.gate = gate
         self.cancel_requested = False
         self.stop_reason: str | None = None
         self.checkpointed: int | None = None  # the step of the last checkpoint saved
-        self._pending: queue.Queue[Sequence[tuple[int, str, float]] | _Checkpoint | None] = queue.Queue()
+        self._pending: queue.Queue[Any] = queue.Queue()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._drain, name=f"metrics-run-{run_id}", daemon=True)
         self._thread.start()
@@ -77,9 +113,13 @@ class StoreSink:
         while (item := self._pending.get()) is not None:
             batch: list[tuple[int, str, float]] = []
             checkpoint: _Checkpoint | None = None
-            while True:  # fold the rows queued meanwhile into one transaction, up to a checkpoint
+            end = False
+            while True:  # fold the rows queued meanwhile into one transaction, up to a checkpoint or the end
                 if isinstance(item, _Checkpoint):
                     checkpoint = item
+                    break
+                if item is _END:
+                    end = True
                     break
                 batch.extend(item)
                 if self._pending.empty():
@@ -89,8 +129,10 @@ class StoreSink:
                     self._pending.put(None)
                     break
             try:
-                if batch or checkpoint is None:
+                if batch or (checkpoint is None and not end):
                     self.cancel_requested = self.store.record(self.run_id, batch, self.worker) or self.cancel_requested
+                if self.gate is not None and batch:
+                    self.gate.recorded(self.run_id, max(step for step, _, _ in batch))
                 if self.judge is not None and batch and self.stop_reason is None:
                     self.stop_reason = self.judge(max(step for step, _, _ in batch))
             except BaseException as exc:  # surfaced in the training thread
@@ -98,6 +140,8 @@ class StoreSink:
                 return
             if checkpoint is not None and self.checkpoints is not None:
                 self._save(checkpoint)
+            if end and self.gate is not None:
+                self.gate.ended(self.run_id)
 
     def _save(self, checkpoint: _Checkpoint) -> None:
         from workers.training import load_state
@@ -120,6 +164,10 @@ class StoreSink:
     def save_checkpoint(self, step: int, blob: bytes) -> None:
         self._pending.put(_Checkpoint(blob))
 
+    def end(self) -> None:
+        """The member ended (a pack tells each member's sink): mates stop waiting for it once its rows are in."""
+        self._pending.put(_END)
+
     def should_stop(self) -> bool:
         return self.cancel_requested or self.stop_reason is not None or shutting_down.is_set()
 
@@ -127,6 +175,8 @@ class StoreSink:
         """Wait until every written row (and checkpoint) is saved."""
         self._pending.put(None)
         self._thread.join()
+        if self.gate is not None:
+            self.gate.ended(self.run_id)
         self._raise()
 
 
@@ -134,12 +184,14 @@ def get_store() -> Store:
     return Store.from_url(get_settings().database_url)
 
 
-def _judge(store: Store, sweep_id: int | None, run_id: int, steps: int) -> SweepJudge | None:
+def _judge(
+    store: Store, sweep_id: int | None, run_id: int, steps: int, gate: PackGate | None = None
+) -> SweepJudge | None:
     sweep = store.get_sweep(sweep_id) if sweep_id is not None else None
     if sweep is None:
         return None
     config = EarlyStopping.model_validate(sweep.spec.get("early_stopping") or {})
-    return SweepJudge(store, run_id, sweep.id, config, steps) if config.rule != "none" else None
+    return SweepJudge(store, run_id, sweep.id, config, steps, gate) if config.rule != "none" else None
 
 
 @app.task(name=TRAIN_TASK, bind=True, max_retries=None)
@@ -306,8 +358,9 @@ def train_pack(store: Store, members: Sequence[RunInfo], me: str) -> dict[int, s
     specs = [spec for _, spec, _, _ in group]
     for row in rows:
         store.begin_attempt(row.id, step, me)
+    gate = PackGate([row.id for row in rows])
     sinks = [
-        StoreSink(store, row.id, _judge(store, row.sweep_id, row.id, spec.steps), me, checkpoints)
+        StoreSink(store, row.id, _judge(store, row.sweep_id, row.id, spec.steps, gate), me, checkpoints, gate)
         for row, spec in zip(rows, specs, strict=True)
     ]
     if reporter.reporter is not None:
