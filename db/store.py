@@ -219,8 +219,19 @@ def _chunks_of(run_id: int, rows: Sequence[tuple[int, str, float]]) -> list[dict
             keep = np.r_[steps[1:] != steps[:-1], True]
             steps, values = steps[keep], values[keep]
         out.append({"run_id": run_id, "metric": metric, "first_step": int(steps[0]), "last_step": int(steps[-1]),
-                    "steps": steps.tobytes(), "values": values.tobytes()})  # fmt: skip
+                    "steps": _encode_steps(steps), "values": values.tobytes()})  # fmt: skip
     return out
+
+
+def _encode_steps(steps: np.ndarray) -> bytes:
+    """A chunk's steps (ascending, distinct) as stored: empty when they are every step from the first to the last
+    (a per-step metric: half the bytes of a flush), else the int64 array."""
+    return b"" if int(steps[-1]) - int(steps[0]) + 1 == len(steps) else steps.astype("<i8").tobytes()
+
+
+def _steps_of(blob: bytes, first: int, last: int) -> np.ndarray:
+    """A chunk's steps from what `_encode_steps` stored."""
+    return np.frombuffer(blob, dtype="<i8") if blob else np.arange(first, last + 1, dtype=np.int64)
 
 
 def _take(s: Session, run_id: int, worker: str, device: str, reason: str) -> Run | None:
@@ -298,13 +309,14 @@ class _Decoded:
 
 
 def _decode(rows: Iterable[Any]) -> _Decoded:
-    """Rows of (chunk id, run_id, metric, steps blob, values blob) → `_Decoded`."""
+    """Rows of `_CHUNK_COLUMNS` (chunk id, run_id, metric, first and last step, steps blob, values blob) →
+    `_Decoded`."""
     rows = list(rows)
     names = sorted({r[2] for r in rows})
     code = {n: i for i, n in enumerate(names)}
     parts = []
-    for chunk_id, run_id, metric, steps, values in rows:
-        step = np.frombuffer(steps, dtype="<i8")
+    for chunk_id, run_id, metric, first, last, steps, values in rows:
+        step = _steps_of(steps, first, last)
         n = len(step)
         parts.append((np.full(n, chunk_id, np.int64), np.full(n, run_id, np.int64), np.full(n, code[metric], np.int32),
                       step, np.frombuffer(values, dtype="<f8")))  # fmt: skip
@@ -318,7 +330,8 @@ def _decode(rows: Iterable[Any]) -> _Decoded:
     return _Decoded(run[last], metric[last], step[last], value[last], names)
 
 
-_CHUNK_COLUMNS = (MetricChunk.id, MetricChunk.run_id, MetricChunk.metric, MetricChunk.steps, MetricChunk.values)
+_CHUNK_COLUMNS = (MetricChunk.id, MetricChunk.run_id, MetricChunk.metric, MetricChunk.first_step, MetricChunk.last_step,
+                  MetricChunk.steps, MetricChunk.values)  # fmt: skip
 
 
 def worker_name() -> str:
@@ -600,7 +613,7 @@ class Store:
             steps_b, values_b = steps.astype("<i8").tobytes(), values.astype("<f8").tobytes()
             s.add(PackedCurve(run_id=run_id, metric=metric, steps=steps_b, values=values_b))
             s.add(MetricChunk(run_id=run_id, metric=metric, first_step=int(steps[0]), last_step=int(steps[-1]),
-                              steps=steps_b, values=values_b))  # fmt: skip
+                              steps=_encode_steps(steps), values=values_b))  # fmt: skip
 
     def packed_curves(self, run_ids: Sequence[int], metric: str) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """(steps, values) of `metric` for each of the runs that finished and logged it."""
@@ -730,12 +743,12 @@ class Store:
                     MetricChunk.run_id == run_id, MetricChunk.first_step <= step, MetricChunk.last_step > step
                 )
             ).all()
-            for chunk_id, _, _, steps_b, values_b in straddling:  # keep the part up to `step`
-                steps, values = np.frombuffer(steps_b, dtype="<i8"), np.frombuffer(values_b, dtype="<f8")
+            for chunk_id, _, _, first, last, steps_b, values_b in straddling:  # keep the part up to `step`
+                steps, values = _steps_of(steps_b, first, last), np.frombuffer(values_b, dtype="<f8")
                 keep = steps <= step
                 s.execute(
                     update(MetricChunk).where(MetricChunk.id == chunk_id).values(
-                        last_step=int(steps[keep][-1]), steps=steps[keep].tobytes(), values=values[keep].tobytes()
+                        last_step=int(steps[keep][-1]), steps=_encode_steps(steps[keep]), values=values[keep].tobytes()
                     )
                 )  # fmt: skip
             s.execute(
@@ -992,20 +1005,30 @@ class Store:
         Returns True when the run should stop: someone asked it to, or (with `worker`) that worker no longer
         holds it (it was taken for lost and the run went on elsewhere), in which case nothing is written.
         """
-        chunks = _chunks_of(run_id, rows)
-        progress = max((c["last_step"] for c in chunks), default=0)
-        query = update(Run).where(Run.id == run_id)
+        return self.record_many({run_id: rows}, worker)[run_id]
+
+    def record_many(
+        self, flushes: Mapping[int, Sequence[tuple[int, str, float]]], worker: str | None = None
+    ) -> dict[int, bool]:
+        """`record` for several runs at once (a pack's members, one flush each) in one transaction of two statements:
+        one update of every run's progress and heartbeat, one insert of every chunk. Per run: should it stop?"""
+        if not flushes:
+            return {}
+        chunks = {rid: _chunks_of(rid, rows) for rid, rows in flushes.items()}
+        reached = {rid: max((c["last_step"] for c in cs), default=0) for rid, cs in chunks.items()}
+        target = case(reached, value=Run.id)
+        query = update(Run).where(Run.id.in_(list(flushes)))
         if worker is not None:
             query = query.where(Run.worker == worker, Run.status == "running")
-        query = query.values(heartbeat_at=time.time(), progress=case((Run.progress > progress, Run.progress),
-                                                                     else_=progress))  # fmt: skip
-        with self.engine.begin() as s:  # Core, not the ORM session; two statements per flush
-            held = s.execute(query.returning(Run.cancel_requested)).first()
-            if held is None:  # deleted, or (with `worker`) no longer this worker's: nothing is written
-                return True
-            if chunks:  # one row per metric for the whole flush (see tables.MetricChunk)
-                s.execute(insert(MetricChunk), chunks)
-            return bool(held[0])
+        query = query.values(heartbeat_at=time.time(), progress=case((Run.progress > target, Run.progress),
+                                                                     else_=target))  # fmt: skip
+        with self.engine.begin() as s:  # Core, not the ORM session
+            answer = s.execute(query.returning(Run.id, Run.cancel_requested))
+            held: dict[int, bool] = {rid: bool(cancel) for rid, cancel in answer}
+            rows = [c for rid in held for c in chunks[rid]]  # one row per metric per run (see tables.MetricChunk)
+            if rows:  # nothing for a run deleted, or (with `worker`) no longer this worker's
+                s.execute(insert(MetricChunk), rows)
+        return {rid: bool(held[rid]) if rid in held else True for rid in flushes}
 
     def _chunks(self, where: Any) -> _Decoded:
         with self.engine.connect() as conn:

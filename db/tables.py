@@ -126,7 +126,8 @@ class MetricChunk(Base):
 
     A step written again (a resumed run recomputing what its last attempt logged after its checkpoint) lands in a
     newer chunk; readers keep the newest value of each (run, metric, step), so it overwrites, never duplicates.
-    When the run finishes its chunks are compacted into one per metric."""
+    When the run finishes its chunks are compacted into one per metric. `steps` is empty when the chunk holds every
+    step from `first_step` to `last_step` (a per-step metric; store.py `_encode_steps`)."""
 
     __tablename__ = "metric_chunks"
 

@@ -221,3 +221,24 @@ def test_a_flush_is_one_chunk_per_metric_and_readers_see_the_newest_value_of_eac
     assert chunks() == 2  # compacted: one chunk per metric
     steps, values = store.packed_curves([run], "loss")[run]
     assert steps.tolist() == list(range(1, 122)) and values[99] == 100.0 and values[-1] == 7.0
+
+
+def test_a_pack_flush_records_every_member_it_holds_in_one_call(store: Store) -> None:
+    a, b, gone = (store.create_run(n, SPEC) for n in ("a", "b", "gone"))
+    for rid in (a, b, gone):
+        store.claim(rid, "w", "cpu", stale_after=30)
+    store.request_cancel(b)
+    store.hand_back(gone, "w", "test")  # no longer this worker's: nothing of it is written
+    evals = [(s, "val_loss", 1.0 / s) for s in (50, 100, 150)]  # a sparse metric: its steps are stored
+    answers = store.record_many(
+        {a: [(s, "loss", float(s)) for s in range(1, 151)] + evals, b: [(s, "loss", 2.0) for s in (1, 2, 4)],
+         gone: [(1, "loss", 9.0)]}, "w",
+    )  # fmt: skip
+    assert answers == {a: False, b: True, gone: True}  # b: cancel asked; gone: not held
+    assert {r.id: r.progress for r in store.list_runs()} == {a: 150, b: 4, gone: 0}
+    assert store.metrics([gone]).empty
+    assert store.metrics([b]).step.tolist() == [1, 2, 4]  # a gap in a per-step metric is kept
+    store.begin_attempt(a, 120, "w")  # trims the contiguous and the sparse chunk alike
+    rows = store.metrics([a])
+    assert rows[rows.metric == "val_loss"].step.tolist() == [50, 100]
+    assert rows[rows.metric == "loss"].step.tolist() == list(range(1, 121))

@@ -16,6 +16,7 @@ on the device until a flush, as in the single-run loop.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import time
@@ -336,6 +337,7 @@ def run_pack(
     start = last_flush = time.perf_counter()
     start -= wall_before
     saves = [getattr(sink, "save_checkpoint", None) for sink in sinks]
+    together = getattr(sinks[0], "together", None) or contextlib.nullcontext
     last_checkpoint = (trainer.step_count, time.monotonic())
     trainer.base.train()
 
@@ -358,6 +360,12 @@ def run_pack(
         values = torch.stack(device_rows).cpu()  # [S, K, 5]: one copy for the whole pack
         lrs = trainer.lrs[host_rows[0][0] - 1 : host_rows[-1][0], :]  # [S, K]
         evaluated = [(s, {n: v.cpu().tolist() for n, v in m.items()}) for s, m in evals]
+        with together():  # a sink that can takes the whole pack's flush as one (StoreSink: one transaction)
+            write_members(values, lrs, evaluated)
+        device_rows, host_rows, evals = [], [], []
+        last_flush = time.perf_counter()
+
+    def write_members(values: torch.Tensor, lrs: torch.Tensor, evaluated: list[tuple[int, dict[str, Any]]]) -> None:
         for m in range(k):
             if trainer.outcomes[m] is not None:
                 continue
@@ -391,8 +399,6 @@ def run_pack(
                 trainer.all_active = False
                 if (end := getattr(sinks[m], "end", None)) is not None:
                     end()  # its mates' early-stopping judges stop waiting for it
-        device_rows, host_rows, evals = [], [], []
-        last_flush = time.perf_counter()
 
     while trainer.step_count < steps and any(o is None for o in trainer.outcomes):
         row, size, step_time = trainer.step()

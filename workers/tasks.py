@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from celery import signals
@@ -78,103 +78,138 @@ class SweepJudge:
         return None
 
 
-@dataclass(frozen=True)
-class _Checkpoint:
-    blob: bytes
+class _Writer:
+    """One background thread that writes what its sinks are handed, in the order handed, so training never waits
+    on the database. Rows queued by the time the thread gets to them go in one transaction (`Store.record_many`),
+    whichever sinks they came from: a pack's members share one writer, and a pack's flush handed over `together`
+    is one transaction. A checkpoint is saved after every row handed before it is in the database, so it never
+    runs ahead of the metrics. The thread ends when its last sink closes."""
 
+    def __init__(self, store: Store, worker: str | None, name: str) -> None:
+        self.store, self.worker = store, worker
+        self.error: BaseException | None = None
+        self.sinks = 0  # opened and not yet closed
+        self._queue: queue.Queue[list[tuple[str, StoreSink, Any]]] = queue.Queue()
+        self._held: list[tuple[str, StoreSink, Any]] | None = None
+        self._thread = threading.Thread(target=self._drain, name=name, daemon=True)
+        self._started = False
 
-_END = object()  # a pack member's sink is told its member ended (after the rows written before it)
+    def put(self, kind: str, sink: StoreSink, payload: Any = None) -> None:
+        if not self._started:
+            self._started = True
+            self._thread.start()
+        if self._held is not None:
+            self._held.append((kind, sink, payload))
+        else:
+            self._queue.put([(kind, sink, payload)])
+
+    @contextmanager
+    def together(self) -> Iterator[None]:
+        """What the sinks are handed inside reaches the thread at once (a pack's flush: one transaction)."""
+        self._held = []
+        try:
+            yield
+        finally:
+            held, self._held = self._held, None
+            if held:
+                self._queue.put(held)
+
+    def _drain(self) -> None:
+        while self.sinks:
+            items = self._queue.get()
+            while not self._queue.empty():  # fold in what was queued meanwhile
+                items += self._queue.get_nowait()
+            rows: dict[StoreSink, list[tuple[int, str, float]]] = {}
+            for kind, sink, payload in items:
+                if kind == "rows":
+                    rows.setdefault(sink, []).extend(payload)
+                    continue
+                self._write(rows)  # what was handed before it is in the database first
+                rows = {}
+                if kind == "checkpoint" and self.error is None:
+                    sink._save(payload)
+                elif kind == "end" and sink.gate is not None:
+                    sink.gate.ended(sink.run_id)
+                elif kind == "close":
+                    self.sinks -= 1
+                    sink._closed.set()
+            self._write(rows)
+
+    def _write(self, rows: dict[StoreSink, list[tuple[int, str, float]]]) -> None:
+        if not rows or self.error is not None:
+            return
+        try:
+            stop = self.store.record_many({sink.run_id: batch for sink, batch in rows.items()}, self.worker)
+            for sink, batch in rows.items():
+                sink.cancel_requested = stop[sink.run_id] or sink.cancel_requested
+                if sink.gate is not None and batch:
+                    sink.gate.recorded(sink.run_id, max(step for step, _, _ in batch))
+            for sink, batch in rows.items():  # judged once every mate written with it is in the database
+                if sink.judge is not None and batch and sink.stop_reason is None:
+                    sink.stop_reason = sink.judge(max(step for step, _, _ in batch))
+        except BaseException as exc:  # surfaced in the training thread; later rows are dropped
+            self.error = exc
 
 
 class StoreSink:
-    """Writes each flush in one transaction on a background thread, so training never waits on the database.
+    """A run's metrics, checkpoints and stop signals, written by a `_Writer` thread: its own, or its pack's.
 
     The write's answer (did someone press cancel? did the sweep's early-stopping rule say stop? does this worker
-    still hold the run?) is what `should_stop` reports at the next flush. A checkpoint handed to the sink is saved
-    after every row flushed before it is in the database, so a checkpoint never runs ahead of the metrics. A failed
-    write is raised in the training thread at the next `write`, or by `close`, which waits for the last one.
+    still hold the run?) is what `should_stop` reports at the next flush. A failed write is raised in the training
+    thread at the next `write`, or by `close`, which waits for everything handed before it.
     """
 
     def __init__(
         self, store: Store, run_id: int, judge: SweepJudge | None = None, worker: str | None = None,
-        checkpoints: CheckpointStore | None = None, gate: PackGate | None = None,
+        checkpoints: CheckpointStore | None = None, gate: PackGate | None = None, writer: _Writer | None = None,
     ) -> None:  # fmt: skip
         self.store, self.run_id, self.judge, self.worker, self.checkpoints = store, run_id, judge, worker, checkpoints
         self.gate = gate
+        self.writer = writer if writer is not None else _Writer(store, worker, f"metrics-run-{run_id}")
+        self.writer.sinks += 1
         self.cancel_requested = False
         self.stop_reason: str | None = None
         self.checkpointed: int | None = None  # the step of the last checkpoint saved
-        self._pending: queue.Queue[Any] = queue.Queue()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._drain, name=f"metrics-run-{run_id}", daemon=True)
-        self._thread.start()
+        self._closed = threading.Event()
 
-    def _drain(self) -> None:
-        while (item := self._pending.get()) is not None:
-            batch: list[tuple[int, str, float]] = []
-            checkpoint: _Checkpoint | None = None
-            end = False
-            while True:  # fold the rows queued meanwhile into one transaction, up to a checkpoint or the end
-                if isinstance(item, _Checkpoint):
-                    checkpoint = item
-                    break
-                if item is _END:
-                    end = True
-                    break
-                batch.extend(item)
-                if self._pending.empty():
-                    break
-                item = self._pending.get_nowait()
-                if item is None:
-                    self._pending.put(None)
-                    break
-            try:
-                if batch or (checkpoint is None and not end):
-                    self.cancel_requested = self.store.record(self.run_id, batch, self.worker) or self.cancel_requested
-                if self.gate is not None and batch:
-                    self.gate.recorded(self.run_id, max(step for step, _, _ in batch))
-                if self.judge is not None and batch and self.stop_reason is None:
-                    self.stop_reason = self.judge(max(step for step, _, _ in batch))
-            except BaseException as exc:  # surfaced in the training thread
-                self._error = exc
-                return
-            if checkpoint is not None and self.checkpoints is not None:
-                self._save(checkpoint)
-            if end and self.gate is not None:
-                self.gate.ended(self.run_id)
-
-    def _save(self, checkpoint: _Checkpoint) -> None:
+    def _save(self, blob: bytes) -> None:
         from workers.training import load_state
 
         try:
             assert self.checkpoints is not None
-            self.checkpoints.save(self.run_id, checkpoint.blob)
-            self.checkpointed = checkpoint_step(load_state(checkpoint.blob))
+            self.checkpoints.save(self.run_id, blob)
+            self.checkpointed = checkpoint_step(load_state(blob))
         except Exception:  # the run goes on; it is only less resumable until the next checkpoint
             log.exception("run %s: saving its checkpoint failed", self.run_id)
 
     def _raise(self) -> None:
-        if self._error is not None:
-            raise self._error
+        if self.writer.error is not None:
+            raise self.writer.error
 
     def write(self, rows: Sequence[tuple[int, str, float]]) -> None:
         self._raise()
-        self._pending.put(rows)
+        self.writer.put("rows", self, rows)
 
     def save_checkpoint(self, step: int, blob: bytes) -> None:
-        self._pending.put(_Checkpoint(blob))
+        if self.checkpoints is not None:
+            self.writer.put("checkpoint", self, blob)
+
+    def together(self) -> AbstractContextManager[None]:
+        """Hand a pack's flush to its writer as one (workers/packed.py)."""
+        return self.writer.together()
 
     def end(self) -> None:
         """The member ended (a pack tells each member's sink): mates stop waiting for it once its rows are in."""
-        self._pending.put(_END)
+        self.writer.put("end", self)
 
     def should_stop(self) -> bool:
         return self.cancel_requested or self.stop_reason is not None or shutting_down.is_set()
 
     def close(self) -> None:
         """Wait until every written row (and checkpoint) is saved."""
-        self._pending.put(None)
-        self._thread.join()
+        if not self._closed.is_set():
+            self.writer.put("close", self)
+            self._closed.wait()
         if self.gate is not None:
             self.gate.ended(self.run_id)
         self._raise()
@@ -358,9 +393,9 @@ def train_pack(store: Store, members: Sequence[RunInfo], me: str) -> dict[int, s
     specs = [spec for _, spec, _, _ in group]
     for row in rows:
         store.begin_attempt(row.id, step, me)
-    gate = PackGate([row.id for row in rows])
+    gate, writer = PackGate([row.id for row in rows]), _Writer(store, me, f"metrics-pack-{rows[0].pack_id}")
     sinks = [
-        StoreSink(store, row.id, _judge(store, row.sweep_id, row.id, spec.steps, gate), me, checkpoints, gate)
+        StoreSink(store, row.id, _judge(store, row.sweep_id, row.id, spec.steps, gate), me, checkpoints, gate, writer)
         for row, spec in zip(rows, specs, strict=True)
     ]
     if reporter.reporter is not None:
