@@ -3,8 +3,9 @@ previous row-per-value store (one upserted SQL row per number, kept here as the 
 process, on SQLite and, with `--postgres URL`, on PostgreSQL.
 
 Each call writes one flush of 12 metrics × 200 steps (2,400 values), as a worker's flush does; values per second
-over `--flushes` calls, median of 3 rounds, interleaved. Then the two reads the pages make most: a live run's rows
-newer than a cursor, and a sweep's early-stopping window means.
+over `--flushes` calls, median of 3 rounds, interleaved. Then a pack of 32 runs flushing together: one transaction
+for the pack's flush (`Store.record_many`, what a packed worker does) against one per member. Then the two reads
+the pages make most: a live run's rows newer than a cursor, and a sweep's early-stopping window means.
 
 Run: `python bench/metric_store.py [--postgres postgresql://postgres@127.0.0.1:5432/test] [--flushes 200]`.
 """
@@ -76,6 +77,12 @@ def flushes(count: int) -> list[list[tuple[int, str, float]]]:
     return out
 
 
+def as_columns(rows: list[tuple[int, str, float]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    steps = np.asarray(sorted({s for s, _, _ in rows}), dtype=np.int64)
+    values = np.asarray([v for _, _, v in rows]).reshape(len(steps), len(METRICS))
+    return {m: (steps, values[:, j].copy()) for j, m in enumerate(METRICS)}
+
+
 def timed_writes(write: Any, run_id: int, batches: list[list[tuple[int, str, float]]]) -> float:
     start = time.perf_counter()
     for rows in batches:
@@ -98,6 +105,33 @@ def bench(label: str, store: Store, count: int) -> None:
     print(f"{label}: {count} flushes × {STEPS_PER_FLUSH} steps × {len(METRICS)} metrics = {values:,} values")
     print(f"  row per value (before): {before:6.2f} s  {values / before:12,.0f} values/s")
     print(f"  chunks (now)          : {new:6.2f} s  {values / new:12,.0f} values/s  ({before / new:.1f}x)")
+
+    # a pack of 32 members flushing together against the same 32 flushes one per run; a packed worker hands each
+    # member's flush over as columns (metric → steps, values), sliced from the pack's tensors without a row per value
+    k, rounds = 32, max(4, count // 16)
+    pack_values = rounds * k * STEPS_PER_FLUSH * len(METRICS)
+    columns = [as_columns(rows) for rows in batches[:rounds]]
+    times: dict[str, list[float]] = {"per run": [], "per pack": [], "per pack, columns": []}
+    for _ in range(3):
+        runs = [store.create_run("bench", {"steps": rounds * STEPS_PER_FLUSH}) for _ in range(3 * k)]
+        start = time.perf_counter()
+        for rows in batches[:rounds]:
+            for rid in runs[:k]:
+                store.record(rid, rows)
+        times["per run"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        for rows in batches[:rounds]:
+            store.record_many({rid: rows for rid in runs[k : 2 * k]})
+        times["per pack"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        for flush in columns:
+            store.record_many({rid: flush for rid in runs[2 * k :]})
+        times["per pack, columns"].append(time.perf_counter() - start)
+    base = statistics.median(times["per run"])
+    print(f"  a pack of {k} flushing {rounds} times ({pack_values:,} values), one transaction:")
+    for label, spent in times.items():
+        took = statistics.median(spent)
+        print(f"    {label:22}: {took:6.2f} s  {pack_values / took:12,.0f} values/s  ({base / took:.1f}x)")
 
     sweep = store.create_sweep("bench", {})
     runs = [store.create_run("r", {"steps": count * STEPS_PER_FLUSH}, sweep_id=sweep) for _ in range(8)]

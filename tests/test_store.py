@@ -242,3 +242,20 @@ def test_a_pack_flush_records_every_member_it_holds_in_one_call(store: Store) ->
     rows = store.metrics([a])
     assert rows[rows.metric == "val_loss"].step.tolist() == [50, 100]
     assert rows[rows.metric == "loss"].step.tolist() == list(range(1, 121))
+
+
+def test_a_flush_handed_over_as_columns_reads_back_like_rows(store: Store) -> None:
+    import numpy as np
+
+    from workers.training import as_rows, merge_flushes
+
+    by_rows, by_columns = store.create_run("rows", SPEC), store.create_run("columns", SPEC)
+    first = [(s, "loss", 1.0 / s) for s in range(1, 6)] + [(3, "val_loss", 0.5)]
+    second = {"loss": (np.array([5, 6]), np.array([-5.0, math.nan])), "lr": (np.array([6]), np.array([0.1]))}
+    merged = merge_flushes([first, second])  # what a writer that fell behind hands the store: step 5 given twice
+    store.record(by_columns, merged)
+    store.record(by_rows, first)
+    store.record(by_rows, as_rows(second))
+    got, want = (store.metrics([r]).drop(columns="run_id").reset_index(drop=True) for r in (by_columns, by_rows))
+    assert got.equals(want)
+    assert want.set_index(["metric", "step"]).value[("loss", 5)] == -5.0  # the later flush's value

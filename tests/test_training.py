@@ -256,3 +256,23 @@ def test_a_range_test_run_ends_when_the_loss_leaves_the_useful_range() -> None:
     assert outcome.status in ("completed", "diverged") and outcome.steps < 400, outcome
     assert "range test ended" in outcome.message or outcome.status == "diverged"
     assert lrs[1] == pytest.approx(1e-6) and lrs[max(lrs)] > 1e-3  # the ramp got past the useful range first
+
+
+def test_a_flush_as_columns_by_hand() -> None:
+    import numpy as np
+
+    from workers.training import flush_columns
+
+    device = np.array([[2.0, 1.0, 4.0, 0.1, 3.0], [1.5, 0.0, 0.0, 0.1, 3.0], [1.0, 2.0, np.nan, 0.1, 3.0],
+                       [0.5, 1.0, 1.0, 0.1, 3.0]])  # fmt: skip
+    steps = np.array([11, 12, 13, 14])
+    columns, diverged = flush_columns(device, steps, {"lr": np.array([0.1, 0.2, 0.3, 0.4])},
+                                      [(12, {"val_loss": 1.25}), (14, {"val_loss": 9.0})], sqrt_d=2.0)  # fmt: skip
+    assert diverged == (13, "grad_l1")  # the first non-finite loss or gradient norm ends the flush, at its step
+    assert columns["loss"][0].tolist() == [11, 12, 13] and columns["loss"][1].tolist() == [2.0, 1.5, 1.0]
+    ratio = columns["grad_l1_l2_ratio"][1]
+    assert ratio[0] == 4.0 / (2.0 * 1.0) and np.isnan(ratio[1]) and np.isnan(ratio[2])  # ‖g‖₁ / (√d ‖g‖₂)
+    assert columns["lr"][1].tolist() == [0.1, 0.2, 0.3]
+    assert {m: (s.tolist(), v.tolist()) for m, (s, v) in columns.items() if m == "val_loss"} == {
+        "val_loss": ([12], [1.25])
+    }  # the evaluation after the divergence is not logged

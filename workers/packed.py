@@ -23,17 +23,17 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, vmap
 
 from workers.batching import BATCH_POLICIES
-from workers.metrics import DEVICE_COLUMNS
 from workers.packed_optim import PACKED
 from workers.packed_optim import build as build_optimizer
 from workers.schedules import SCHEDULES
 from workers.spec import RunSpec, params
-from workers.training import Batches, MetricRow, Outcome, Sink, resolve_device
+from workers.training import HOST_COLUMNS, Batches, Outcome, Sink, flush_columns, resolve_device
 
 SHARED = ("task", "batch", "steps", "eval_every", "device")  # whole values every member must share
 PACK_EVERY_TASK = False  # bench/packed.py sets it, to measure a task whose entry says it does not pack
@@ -366,27 +366,19 @@ def run_pack(
         last_flush = time.perf_counter()
 
     def write_members(values: torch.Tensor, lrs: torch.Tensor, evaluated: list[tuple[int, dict[str, Any]]]) -> None:
+        """Each member's flush as columns (metric → steps, values): no Python object per value, for any K."""
+        every = values.double().numpy()  # [S, K, 5]
+        every_lr = lrs.double().cpu().numpy()  # [S, K]
+        host = np.asarray(host_rows, dtype=np.float64)  # [S, 5]: step, batch size, samples seen, step time, wall
+        all_steps = host[:, 0].astype(np.int64)
+        host_columns = {name: host[:, j] for j, name in enumerate(HOST_COLUMNS[1:5], start=1)}
         for m in range(k):
             if trainer.outcomes[m] is not None:
                 continue
-            rows: list[MetricRow] = []
-            diverged: tuple[int, str] | None = None
-            for (loss, g2, g1, u2, p2), lr, (step, size, seen, step_time, wall) in zip(
-                values[:, m].tolist(), lrs[:, m].tolist(), host_rows, strict=True
-            ):
-                named = dict(zip(DEVICE_COLUMNS, (loss, g2, g1, u2, p2), strict=True))
-                named.update(grad_l1_l2_ratio=g1 / (sqrt_d * g2) if g2 > 0 else math.nan, lr=lr,
-                             batch_size=size, samples_seen=seen, step_time=step_time, wall_time=wall,
-                             optimizer_state_bytes=state_bytes)  # fmt: skip
-                rows.extend((step, name, float(v)) for name, v in named.items())
-                bad = next((w for w in ("loss", "grad_l2", "grad_l1") if not math.isfinite(named[w])), None)
-                if bad:
-                    diverged = (step, bad)
-                    break
-            last = rows[-1][0] if rows else 0
-            for step, metrics in evaluated:
-                if step <= last:
-                    rows.extend((step, name, float(vals[m])) for name, vals in metrics.items())
+            member = {"lr": every_lr[:, m], **host_columns, "optimizer_state_bytes": np.full(len(host), state_bytes)}
+            at_eval = [(step, {name: float(vals[m]) for name, vals in metrics.items()}) for step, metrics in evaluated]
+            rows, diverged = flush_columns(every[:, m], all_steps, member, at_eval, sqrt_d)
+            last = int(rows["loss"][0][-1])
             sinks[m].write(rows)
             if diverged is not None:
                 at, what = diverged

@@ -11,7 +11,7 @@ from typing import Any
 
 from celery import signals
 
-from db.store import RunInfo, Store, worker_name
+from db.store import Flush, RunInfo, Store, worker_name
 from models.tasks import TASKS
 from workers import reporter
 from workers.celery_app import TRAIN_TASK, app, send_ticket
@@ -119,10 +119,10 @@ class _Writer:
             items = self._queue.get()
             while not self._queue.empty():  # fold in what was queued meanwhile
                 items += self._queue.get_nowait()
-            rows: dict[StoreSink, list[tuple[int, str, float]]] = {}
+            rows: dict[StoreSink, list[Flush]] = {}
             for kind, sink, payload in items:
                 if kind == "rows":
-                    rows.setdefault(sink, []).extend(payload)
+                    rows.setdefault(sink, []).append(payload)
                     continue
                 self._write(rows)  # what was handed before it is in the database first
                 rows = {}
@@ -135,18 +135,22 @@ class _Writer:
                     sink._closed.set()
             self._write(rows)
 
-    def _write(self, rows: dict[StoreSink, list[tuple[int, str, float]]]) -> None:
+    def _write(self, rows: dict[StoreSink, list[Flush]]) -> None:
+        from workers.training import last_step, merge_flushes
+
         if not rows or self.error is not None:
             return
         try:
-            stop = self.store.record_many({sink.run_id: batch for sink, batch in rows.items()}, self.worker)
-            for sink, batch in rows.items():
+            merged = {sink: merge_flushes(flushes) for sink, flushes in rows.items()}
+            stop = self.store.record_many({sink.run_id: flush for sink, flush in merged.items()}, self.worker)
+            reached = {sink: last_step(flush) for sink, flush in merged.items()}
+            for sink, step in reached.items():
                 sink.cancel_requested = stop[sink.run_id] or sink.cancel_requested
-                if sink.gate is not None and batch:
-                    sink.gate.recorded(sink.run_id, max(step for step, _, _ in batch))
-            for sink, batch in rows.items():  # judged once every mate written with it is in the database
-                if sink.judge is not None and batch and sink.stop_reason is None:
-                    sink.stop_reason = sink.judge(max(step for step, _, _ in batch))
+                if sink.gate is not None and step is not None:
+                    sink.gate.recorded(sink.run_id, step)
+            for sink, step in reached.items():  # judged once every mate written with it is in the database
+                if sink.judge is not None and step is not None and sink.stop_reason is None:
+                    sink.stop_reason = sink.judge(step)
         except BaseException as exc:  # surfaced in the training thread; later rows are dropped
             self.error = exc
 
@@ -186,7 +190,7 @@ class StoreSink:
         if self.writer.error is not None:
             raise self.writer.error
 
-    def write(self, rows: Sequence[tuple[int, str, float]]) -> None:
+    def write(self, rows: Flush) -> None:
         self._raise()
         self.writer.put("rows", self, rows)
 

@@ -22,10 +22,11 @@ import io
 import math
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
+import numpy as np
 import torch
 
 from models.tasks import TASKS, Problem
@@ -36,13 +37,15 @@ from workers.schedules import SCHEDULES
 from workers.spec import RunSpec, params
 
 MetricRow = tuple[int, str, float]  # (step, metric, value)
+Columns = Mapping[str, tuple[np.ndarray, np.ndarray]]  # metric → (its steps, ascending; its values): no row per value
+Flush = Sequence[MetricRow] | Columns  # what a sink is handed per flush: rows, or (a pack's members) columns
 Status = Literal["completed", "diverged", "cancelled"]
 
 
 class Sink(Protocol):
     """Where a run's metrics go. `write` is called once per flush; `should_stop` is polled after it."""
 
-    def write(self, rows: Sequence[MetricRow]) -> None: ...
+    def write(self, rows: Flush) -> None: ...
 
     def should_stop(self) -> bool: ...
 
@@ -54,14 +57,53 @@ class ListSink:
     rows: list[MetricRow] = field(default_factory=list)
     stop_after_rows: int | None = None
 
-    def write(self, rows: Sequence[MetricRow]) -> None:
-        self.rows.extend(rows)
+    def write(self, rows: Flush) -> None:
+        self.rows.extend(as_rows(rows))
 
     def should_stop(self) -> bool:
         return self.stop_after_rows is not None and len(self.rows) >= self.stop_after_rows
 
     def series(self, metric: str) -> dict[int, float]:
         return {step: value for step, name, value in self.rows if name == metric}
+
+
+def as_rows(flush: Flush) -> list[MetricRow]:
+    """A flush as rows, step by step (columns: each step's metrics in the columns' order)."""
+    if not isinstance(flush, Mapping):
+        return list(flush)
+    rows = [(int(s), name, float(v)) for name, (steps, values) in flush.items()
+            for s, v in zip(steps.tolist(), values.tolist(), strict=True)]  # fmt: skip
+    rows.sort(key=lambda row: row[0])  # stable: within a step, the columns' order
+    return rows
+
+
+def last_step(flush: Flush) -> int | None:
+    """The furthest step a flush holds; None when it holds nothing."""
+    if isinstance(flush, Mapping):
+        return max((int(steps.max()) for steps, _ in flush.values() if len(steps)), default=None)
+    return max((step for step, _, _ in flush), default=None)
+
+
+def merge_flushes(flushes: Sequence[Flush]) -> Flush:
+    """Several flushes of one run as one, in order (a step given twice: the later value, as the store keeps it)."""
+    if len(flushes) == 1:
+        return flushes[0]
+    if not any(isinstance(f, Mapping) for f in flushes):
+        return [row for f in flushes for row in cast(Sequence[MetricRow], f)]
+    parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for flush in flushes:
+        if isinstance(flush, Mapping):
+            columns = flush
+        else:
+            grouped: dict[str, tuple[list[int], list[float]]] = {}
+            for step, name, value in flush:
+                got = grouped.setdefault(name, ([], []))
+                got[0].append(step)
+                got[1].append(value)
+            columns = {n: (np.asarray(st, np.int64), np.asarray(v, np.float64)) for n, (st, v) in grouped.items()}
+        for name, (steps, values) in columns.items():
+            parts.setdefault(name, []).append((np.asarray(steps, np.int64), np.asarray(values, np.float64)))
+    return {n: (np.concatenate([st for st, _ in p]), np.concatenate([v for _, v in p])) for n, p in parts.items()}
 
 
 @dataclass(frozen=True)
@@ -338,18 +380,17 @@ class Trainer:
         self.flat.check_intact()
         log, step = self.log, self.counters.step
         rows, diverged_at = _to_host(log.device, log.host, log.evals, self.flat.sqrt_d, self.log_test)
-        if log.extras:
-            last = rows[-1][0] if rows else 0
-            for (step_, *_), values in zip(log.host, torch.stack(log.extras).cpu().tolist(), strict=True):
-                if step_ <= last:
-                    rows.extend((step_, name, float(v)) for name, v in zip(log.extra_names, values, strict=True))
+        if log.extras and rows:
+            kept = rows["loss"][0]  # the steps logged (up to a divergence)
+            extras = torch.stack(log.extras).cpu().double().numpy()[: len(kept)]
+            rows.update((name, (kept, extras[:, j])) for j, name in enumerate(log.extra_names))
         self.log = Log(extra_names=log.extra_names)
         self.last_flush = time.perf_counter()
         sink.write(rows)
         if diverged_at is not None:
             at, what = diverged_at
             return Outcome("diverged", at, f"{what} became non-finite at step {at}")
-        if self.watch is not None and (blown := self.watch(rows)) is not None:
+        if self.watch is not None and (blown := self.watch(as_rows(rows))) is not None:
             message = f"range test ended at step {blown}: the smoothed loss passed {self.blowup:g}× its lowest"
             return Outcome("completed", blown, message)
         if sink.should_stop():
@@ -461,38 +502,59 @@ def run(spec: RunSpec, sink: Sink, device: torch.device | None = None, resume: b
     return Outcome("completed", trainer.counters.step)
 
 
+def flush_columns(
+    device: np.ndarray,
+    steps: np.ndarray,
+    host: Mapping[str, np.ndarray],
+    evals: Sequence[tuple[int, Mapping[str, float]]],
+    sqrt_d: float,
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], tuple[int, str] | None]:
+    """One flush as columns: `device` [S, 5] (DEVICE_COLUMNS), the L1/L2 ratio, the `host` columns [S] in their
+    order, then each evaluation at or before the last step. Columns stop at the first step whose loss or gradient
+    norm is not finite (returned with the metric that was not)."""
+    n, diverged_at = len(steps), None
+    finite = np.isfinite(device[:, :3])  # loss, grad l2, grad l1
+    if not finite.all():
+        at = int(np.argmin(finite.all(axis=1)))
+        n, diverged_at = at + 1, (int(steps[at]), ("loss", "grad_l2", "grad_l1")[int(np.argmin(finite[at]))])
+    kept = steps[:n]
+    grad_l2, grad_l1 = device[:n, 1], device[:n, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(grad_l2 > 0, grad_l1 / (sqrt_d * grad_l2), math.nan)
+    columns = {name: (kept, device[:n, j]) for j, name in enumerate(DEVICE_COLUMNS)}
+    columns["grad_l1_l2_ratio"] = (kept, ratio)
+    columns.update((name, (kept, column[:n])) for name, column in host.items())
+    last = int(kept[-1])
+    at_eval: dict[str, tuple[list[int], list[float]]] = {}
+    for step, metrics in evals:
+        if step <= last:
+            for name, value in metrics.items():
+                got = at_eval.setdefault(name, ([], []))
+                got[0].append(step)
+                got[1].append(float(value))
+    for name, (when, values) in at_eval.items():
+        columns[name] = (np.asarray(when, dtype=np.int64), np.asarray(values, dtype=np.float64))
+    return columns, diverged_at
+
+
+HOST_COLUMNS = ("lr", "batch_size", "samples_seen", "step_time", "wall_time", "optimizer_state_bytes")
+
+
 def _to_host(
     device_rows: list[torch.Tensor],
     host_rows: list[tuple[int, float, int, int, float, float, float, float]],
     eval_rows: list[tuple[int, dict[str, torch.Tensor]]],
     sqrt_d: float,
     log_test: bool,
-) -> tuple[list[MetricRow], tuple[int, str] | None]:
-    """One device→host copy for a whole flush; rows stop at the first non-finite loss or gradient."""
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], tuple[int, str] | None]:
+    """One device→host copy for a whole flush, as columns (`flush_columns`)."""
     if not device_rows:
-        return [], None
-    values = torch.stack(device_rows).cpu().tolist()
+        return {}, None
+    device = torch.stack(device_rows).cpu().double().numpy()
+    by_column = list(zip(*host_rows, strict=True))
+    steps = np.asarray(by_column[0], dtype=np.int64)
+    host = {name: np.asarray(by_column[j], dtype=np.float64) for j, name in enumerate(HOST_COLUMNS, start=1)}
+    if log_test:
+        host["batch_test_ratio"] = np.asarray([math.nan if t is None else t for t in by_column[7]], dtype=np.float64)
     evals = [(s, {k: float(v) for k, v in m.items()}) for s, m in eval_rows]
-    rows: list[MetricRow] = []
-    diverged_at: tuple[int, str] | None = None
-    for (loss, grad_l2, grad_l1, update_l2, param_l2), (step, lr, size, seen, step_time, wall, state, test) in zip(
-        values, host_rows, strict=True
-    ):
-        ratio = grad_l1 / (sqrt_d * grad_l2) if grad_l2 > 0 else math.nan
-        named = dict(zip(DEVICE_COLUMNS, (loss, grad_l2, grad_l1, update_l2, param_l2), strict=True))
-        named.update(grad_l1_l2_ratio=ratio, lr=lr, batch_size=size, samples_seen=seen)
-        named.update(step_time=step_time, wall_time=wall, optimizer_state_bytes=state)
-        if log_test:
-            named["batch_test_ratio"] = test
-        rows.extend((step, name, float(value)) for name, value in named.items())
-        for what in ("loss", "grad_l2", "grad_l1"):
-            if not math.isfinite(named[what]):
-                diverged_at = (step, what)
-                break
-        if diverged_at:
-            break
-    last_step = rows[-1][0]
-    for step, metrics in evals:
-        if step <= last_step:
-            rows.extend((step, name, value) for name, value in metrics.items())
-    return rows, diverged_at
+    return flush_columns(device, steps, host, evals, sqrt_d)
