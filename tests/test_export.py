@@ -265,3 +265,31 @@ def test_streaming_exports_hold_one_chunk_whatever_the_number_of_runs(store: Sto
         write_long_parquet(store, ids[:n], io.BytesIO(), chunk_rows=30)
         assert len(seen) == n * 2
         del store.iter_metrics
+
+
+def test_numbers_are_written_as_python_writes_them_whatever_their_magnitude() -> None:
+    """The CSV's numbers are Arrow's shortest digits put into Python's notation (`repr`: what pandas writes): any
+    float, and a large sample across every magnitude, subnormals and the edges of each notation included."""
+    import numpy as np
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from app.export import _numbers
+
+    def python(values: np.ndarray) -> list[str]:
+        return ["NaN" if x != x else repr(x) for x in values.tolist()]
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=1, max_size=50))
+    def any_floats(values: list[float]) -> None:
+        array = np.asarray(values, dtype=np.float64)
+        assert _numbers(array).to_pylist() == python(array)
+
+    any_floats()
+    rng = np.random.default_rng(0)
+    edges = [1e-4, 9.999999999999999e-05, 1e-5, 1e-6, 9.99999999999e-07, 1e15, 1e16, 9.999999999999998e15, 5e-324]
+    sample = np.concatenate([
+        rng.standard_normal(50_000) * 10.0 ** rng.integers(-30, 30, 50_000), np.round(rng.random(2_000), 4) * 1e-5,
+        np.arange(-2_000, 2_000, dtype=float) * 1e3, 10.0 ** np.arange(-30, 30), edges, np.negative(edges),
+    ])  # fmt: skip
+    assert _numbers(sample).to_pylist() == python(sample)
