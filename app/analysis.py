@@ -271,20 +271,52 @@ def refresh_due(drawn_with: tuple[int, float], finished: int, done: bool, now: f
 DEFAULT_SECONDS_PER_STEP = 0.004  # a small task's step on one CPU core, until a run of the task has finished
 
 
+DEFAULT_PACK_SPEEDUP = 3.0  # K runs packed take K/3 of their time alone, until a packed run of the task has finished
+# (bench/packed.py measured 4.9× for 32 runs on 2 CPU cores; a GPU does better)
+
+
 def seconds_per_step(runs: Iterable[Any]) -> dict[str, float]:
-    """Per task name: the median seconds per step of its completed runs (RunInfo-like: status, spec, progress,
-    duration), the basis of a sweep's estimated duration."""
+    """Per task name: the median seconds per step of its completed runs that trained alone (RunInfo-like: status,
+    spec, progress, duration, pack_size), the basis of a sweep's estimated duration."""
     samples: dict[str, list[float]] = {}
     for run in runs:
-        if run.status == "completed" and run.progress > 0 and run.duration:
+        if run.status == "completed" and run.progress > 0 and run.duration and (getattr(run, "pack_size", 0) or 1) == 1:
             samples.setdefault(run.spec["task"]["name"], []).append(run.duration / run.progress)
     return {task: float(np.median(values)) for task, values in samples.items()}
 
 
-def estimate_seconds(specs: Iterable[Mapping[str, Any]], per_step: Mapping[str, float]) -> float:
-    """Seconds one worker needs for these run specs (dicts with task.name and steps)."""
+def seconds_per_member_step(runs: Iterable[Any]) -> dict[str, float]:
+    """Per task name: the median seconds per step that each member of a pack cost, from completed packed runs (a
+    member's duration is its pack's, shared by `pack_size` runs)."""
+    samples: dict[str, list[float]] = {}
+    for run in runs:
+        size = getattr(run, "pack_size", 0) or 1
+        if run.status == "completed" and run.progress > 0 and run.duration and size > 1:
+            samples.setdefault(run.spec["task"]["name"], []).append(run.duration / run.progress / size)
+    return {task: float(np.median(values)) for task, values in samples.items()}
+
+
+def estimate_seconds(
+    specs: Iterable[Mapping[str, Any]],
+    per_step: Mapping[str, float],
+    packs: Sequence[Sequence[int]] = (),
+    per_member_step: Mapping[str, float] | None = None,
+) -> float:
+    """Seconds one worker needs for these run specs (dicts with task.name and steps), the runs listed in `packs`
+    (indices into the specs) trained in those packs: at the pace packed runs of the task had (`per_member_step`),
+    else at the pace alone divided by DEFAULT_PACK_SPEEDUP."""
+    specs = list(specs)
     fallback = float(np.median(list(per_step.values()))) if per_step else DEFAULT_SECONDS_PER_STEP
-    return sum(spec["steps"] * per_step.get(spec["task"]["name"], fallback) for spec in specs)
+    packed = {i for pack in packs for i in pack}
+    total = sum(s["steps"] * per_step.get(s["task"]["name"], fallback) for i, s in enumerate(specs) if i not in packed)
+    for pack in packs:
+        first = specs[pack[0]]
+        task = first["task"]["name"]
+        member = (per_member_step or {}).get(task)
+        if member is None:
+            member = per_step.get(task, fallback) / DEFAULT_PACK_SPEEDUP
+        total += first["steps"] * len(pack) * member
+    return total
 
 
 @dataclass(frozen=True)

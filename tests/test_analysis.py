@@ -23,6 +23,7 @@ from app.analysis import (
     legend_labels,
     refresh_due,
     scaling_summary,
+    seconds_per_member_step,
     seconds_per_step,
     short_field,
     smoothing_for_batch,
@@ -156,6 +157,22 @@ def test_duration_estimate_from_finished_runs() -> None:
     assert pace == {"digits-mlp": pytest.approx(0.02), "moons-mlp": pytest.approx(0.001)}
     specs = [{"task": {"name": "digits-mlp"}, "steps": 500}, {"task": {"name": "charlm"}, "steps": 100}]
     assert estimate_seconds(specs, pace) == pytest.approx(500 * 0.02 + 100 * 0.0105)  # unknown task: the median
+
+
+def test_a_packed_sweep_is_estimated_at_the_pace_packs_had() -> None:
+    class Run:
+        def __init__(self, status: str, progress: int, duration: float, pack_size: int | None) -> None:
+            self.spec, self.status, self.progress = {"task": {"name": "digits-mlp"}}, status, progress
+            self.duration, self.pack_size = duration, pack_size
+
+    alone, packed = Run("completed", 100, 2.0, None), Run("completed", 100, 2.0, 8)  # the pack: 8 runs in 2 s
+    assert seconds_per_step([alone, packed]) == {"digits-mlp": pytest.approx(0.02)}  # the pack's run left out
+    assert seconds_per_member_step([alone, packed]) == {"digits-mlp": pytest.approx(2.0 / 100 / 8)}
+    specs = [{"task": {"name": "digits-mlp"}, "steps": 500}] * 5
+    pace, member = seconds_per_step([alone]), seconds_per_member_step([alone, packed])
+    assert estimate_seconds(specs, pace, [[0, 1, 2, 3]], member) == pytest.approx(500 * 4 * 0.0025 + 500 * 0.02)
+    guess = estimate_seconds(specs, pace, [[0, 1, 2, 3]], {})  # no packed run finished yet: alone's pace / 3
+    assert guess == pytest.approx(500 * 4 * 0.02 / 3 + 500 * 0.02)
 
 
 def test_lr_range_suggestion_on_a_synthetic_curve() -> None:

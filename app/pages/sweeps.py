@@ -30,8 +30,9 @@ from workers.batching import BATCH_POLICIES
 from workers.celery_app import QueueUnavailable, QuotaExceeded, rerun, submit_sweep
 from workers.metrics import METRIC_NAMES
 from workers.optimizers import OPTIMIZERS
-from workers.packed import packing_summary
+from workers.packed import packing_summary, plan_packs
 from workers.schedules import SCHEDULES
+from workers.settings import get_settings
 from workers.spec import COMPONENTS, FieldError, RunSpec, SpecError
 from workers.sweep import SweepSpec, build, load_sweep
 
@@ -233,16 +234,20 @@ def builder() -> None:
             errors, sweep = exc.errors, None
     with side:
         if sweep is not None:
-            per_step = analysis.seconds_per_step(store.list_runs(statuses=["completed"]))
-            seconds = analysis.estimate_seconds((s.model_dump() for s in specs), per_step)
+            finished_runs = store.list_runs(statuses=["completed"])
+            packs = plan_packs(specs, get_settings().pack_size) if sweep.packing != "off" else []
+            seconds = analysis.estimate_seconds(
+                [s.model_dump() for s in specs], analysis.seconds_per_step(finished_runs), packs,
+                analysis.seconds_per_member_step(finished_runs),
+            )  # fmt: skip
             m1, m2, m3 = st.columns(3)
             m1.metric("Runs", len(specs))
             m2.metric("Steps in all", f"{sum(s.steps for s in specs):,}")
             m3.metric(
                 "Estimated",
                 fmt_seconds(seconds),
-                help="on one worker, at the pace of finished runs of the "
-                "same task (a guess until one has finished); divide by the number of workers",
+                help="on one worker, at the pace of finished runs of the same task, packed or alone as these will "
+                "train (a guess until one has finished); divide by the number of workers",
             )
             st.caption(f"Trains {packing_summary(specs, sweep.packing)}.")
             st.dataframe(pd.DataFrame({"run": [s.name for s in specs[:200]]}), hide_index=True, height=220)
@@ -305,8 +310,10 @@ def progress_panel(sweep: SweepInfo) -> None:
     total, finished = len(runs), sum(counts.get(s, 0) for s in FINISHED)
     steps_total = sum(r.steps for r in runs) or 1
     steps_done = sum(r.steps if r.status in FINISHED else r.progress for r in runs)
-    elapsed = [r.duration for r in runs if r.status == "completed" and r.duration and r.progress]
-    pace = sum(elapsed) / sum(r.progress for r in runs if r.status == "completed" and r.duration) if elapsed else None
+    done = [r for r in runs if r.status == "completed" and r.duration and r.progress]
+    # a packed run's duration is its pack's, shared by its members: each member's share is its cost
+    elapsed = sum((r.duration or 0.0) / (r.pack_size or 1) for r in done)
+    pace = elapsed / sum(r.progress for r in done) if done else None
     left = (steps_total - steps_done) * pace if pace else None
     st.progress(
         steps_done / steps_total,
