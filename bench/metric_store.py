@@ -66,6 +66,20 @@ class RowPerValue:
             farther = case((Run.progress > progress, Run.progress), else_=progress)
             s.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=time.time(), progress=farther))
 
+    def metrics(self, run_ids: list[int], names: list[str], after: dict[int, int] | None) -> Any:
+        """What `Store.metrics` did on this layout: one indexed select, into a frame ordered by run and step."""
+        import pandas as pd
+        from sqlalchemy import and_, or_, select
+
+        t = self.table
+        where = t.c.run_id.in_(run_ids) if after is None else or_(
+            *(and_(t.c.run_id == rid, t.c.step > after[rid]) for rid in run_ids)
+        )  # fmt: skip
+        query = select(t.c.run_id, t.c.step, t.c.metric, t.c.value).where(where, t.c.metric.in_(names))
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(query.order_by(t.c.run_id, t.c.step)).all()
+        return pd.DataFrame(rows, columns=["run_id", "step", "metric", "value"])
+
 
 def flushes(count: int) -> list[list[tuple[int, str, float]]]:
     rng = np.random.default_rng(0)
@@ -96,7 +110,8 @@ def bench(label: str, store: Store, count: int) -> None:
     old = RowPerValue(store)
     batches = flushes(count)
     values = count * STEPS_PER_FLUSH * len(METRICS)
-    new_s, old_s = [], []
+    new_s: list[float] = []
+    old_s: list[float] = []
     for _ in range(3):
         for write, times in ((store.record, new_s), (old.record, old_s)):
             run_id = store.create_run("bench", {"steps": count * STEPS_PER_FLUSH})
@@ -111,25 +126,25 @@ def bench(label: str, store: Store, count: int) -> None:
     k, rounds = 32, max(4, count // 16)
     pack_values = rounds * k * STEPS_PER_FLUSH * len(METRICS)
     columns = [as_columns(rows) for rows in batches[:rounds]]
-    times: dict[str, list[float]] = {"per run": [], "per pack": [], "per pack, columns": []}
+    pack_times: dict[str, list[float]] = {"per run": [], "per pack": [], "per pack, columns": []}
     for _ in range(3):
         runs = [store.create_run("bench", {"steps": rounds * STEPS_PER_FLUSH}) for _ in range(3 * k)]
         start = time.perf_counter()
         for rows in batches[:rounds]:
             for rid in runs[:k]:
                 store.record(rid, rows)
-        times["per run"].append(time.perf_counter() - start)
+        pack_times["per run"].append(time.perf_counter() - start)
         start = time.perf_counter()
         for rows in batches[:rounds]:
             store.record_many({rid: rows for rid in runs[k : 2 * k]})
-        times["per pack"].append(time.perf_counter() - start)
+        pack_times["per pack"].append(time.perf_counter() - start)
         start = time.perf_counter()
         for flush in columns:
             store.record_many({rid: flush for rid in runs[2 * k :]})
-        times["per pack, columns"].append(time.perf_counter() - start)
-    base = statistics.median(times["per run"])
+        pack_times["per pack, columns"].append(time.perf_counter() - start)
+    base = statistics.median(pack_times["per run"])
     print(f"  a pack of {k} flushing {rounds} times ({pack_values:,} values), one transaction:")
-    for label, spent in times.items():
+    for label, spent in pack_times.items():
         took = statistics.median(spent)
         print(f"    {label:22}: {took:6.2f} s  {pack_values / took:12,.0f} values/s  ({base / took:.1f}x)")
 
@@ -145,14 +160,31 @@ def bench(label: str, store: Store, count: int) -> None:
     last = count * STEPS_PER_FLUSH
     start = time.perf_counter()
     for _ in range(20):
-        store.metrics(runs, names=["loss", "grad_l2", "lr"], after={rid: last - 50 for rid in runs})
-    live = (time.perf_counter() - start) / 20
-    start = time.perf_counter()
-    for _ in range(20):
         store.window_means(sweep, "loss", last // 2, last // 2 + 100)
     means = (time.perf_counter() - start) / 20
-    print(f"  reads over 8 runs ({chunks} chunks): the live page's newest 50 steps of 3 metrics {live * 1e3:.1f} ms; "
-          f"early stopping's window means {means * 1e3:.1f} ms")  # fmt: skip
+    print(f"  early stopping's window means over 8 runs ({chunks} chunks): {means * 1e3:.1f} ms")
+
+    # the Compare and Live pages' live path (app/curves.py): a metric of 8 running runs, all of it on the first
+    # draw, then only the steps newer than what the page holds; the same rows in the row-per-value table
+    for rid in runs:
+        for rows in batches:
+            old.record(rid, rows)
+    for label, cursor in (("first draw: all steps", None), ("each refresh: the newest 50 steps", last - 50)):
+        after = {rid: cursor for rid in runs} if cursor is not None else None
+        read_s: dict[str, float] = {}
+        readers = {"rows": lambda after=after: old.metrics(runs, ["loss"], after),
+                   "chunks": lambda after=after: store.metrics(runs, names=["loss"], after=after)}  # fmt: skip
+        for name, read in readers.items():
+            read()
+            start = time.perf_counter()
+            for _ in range(10):
+                frame = read()
+            read_s[name] = (time.perf_counter() - start) / 10
+        print(
+            f"  live path, 8 runs × {last:,} steps of loss, {label} ({len(frame):,} rows): row per value "
+            f"{read_s['rows'] * 1e3:.1f} ms, chunks {read_s['chunks'] * 1e3:.1f} ms "
+            f"({read_s['rows'] / read_s['chunks']:.1f}x)"
+        )
 
 
 def main() -> None:
