@@ -97,7 +97,7 @@ def as_columns(rows: list[tuple[int, str, float]]) -> dict[str, tuple[np.ndarray
     return {m: (steps, values[:, j].copy()) for j, m in enumerate(METRICS)}
 
 
-def timed_writes(write: Any, run_id: int, batches: list[list[tuple[int, str, float]]]) -> float:
+def timed_writes(write: Any, run_id: int, batches: list[Any]) -> float:
     start = time.perf_counter()
     for rows in batches:
         write(run_id, rows)
@@ -110,22 +110,23 @@ def bench(label: str, store: Store, count: int) -> None:
     old = RowPerValue(store)
     batches = flushes(count)
     values = count * STEPS_PER_FLUSH * len(METRICS)
-    new_s: list[float] = []
-    old_s: list[float] = []
+    columns = [as_columns(rows) for rows in batches]  # what a worker's loop hands over now (training.flush_columns)
+    spent: dict[str, list[float]] = {"before": [], "rows": [], "columns": []}
     for _ in range(3):
-        for write, times in ((store.record, new_s), (old.record, old_s)):
+        for name, write, given in (("before", old.record, batches), ("rows", store.record, batches),
+                                   ("columns", store.record, columns)):  # fmt: skip
             run_id = store.create_run("bench", {"steps": count * STEPS_PER_FLUSH})
-            times.append(timed_writes(write, run_id, batches))
-    new, before = statistics.median(new_s), statistics.median(old_s)
+            spent[name].append(timed_writes(write, run_id, given))
+    before, rows_s, new = (statistics.median(spent[n]) for n in ("before", "rows", "columns"))
     print(f"{label}: {count} flushes × {STEPS_PER_FLUSH} steps × {len(METRICS)} metrics = {values:,} values")
-    print(f"  row per value (before): {before:6.2f} s  {values / before:12,.0f} values/s")
-    print(f"  chunks (now)          : {new:6.2f} s  {values / new:12,.0f} values/s  ({before / new:.1f}x)")
+    print(f"  row per value (before)  : {before:6.2f} s  {values / before:12,.0f} values/s")
+    print(f"  chunks, handed rows     : {rows_s:6.2f} s  {values / rows_s:12,.0f} values/s  ({before / rows_s:.1f}x)")
+    print(f"  chunks, handed columns  : {new:6.2f} s  {values / new:12,.0f} values/s  ({before / new:.1f}x)")
 
     # a pack of 32 members flushing together against the same 32 flushes one per run; a packed worker hands each
     # member's flush over as columns (metric → steps, values), sliced from the pack's tensors without a row per value
     k, rounds = 32, max(4, count // 16)
     pack_values = rounds * k * STEPS_PER_FLUSH * len(METRICS)
-    columns = [as_columns(rows) for rows in batches[:rounds]]
     pack_times: dict[str, list[float]] = {"per run": [], "per pack": [], "per pack, columns": []}
     for _ in range(3):
         runs = [store.create_run("bench", {"steps": rounds * STEPS_PER_FLUSH}) for _ in range(3 * k)]
@@ -139,14 +140,14 @@ def bench(label: str, store: Store, count: int) -> None:
             store.record_many({rid: rows for rid in runs[k : 2 * k]})
         pack_times["per pack"].append(time.perf_counter() - start)
         start = time.perf_counter()
-        for flush in columns:
+        for flush in columns[:rounds]:
             store.record_many({rid: flush for rid in runs[2 * k :]})
         pack_times["per pack, columns"].append(time.perf_counter() - start)
     base = statistics.median(pack_times["per run"])
     print(f"  a pack of {k} flushing {rounds} times ({pack_values:,} values), one transaction:")
-    for label, spent in pack_times.items():
-        took = statistics.median(spent)
-        print(f"    {label:22}: {took:6.2f} s  {pack_values / took:12,.0f} values/s  ({base / took:.1f}x)")
+    for case, case_s in pack_times.items():
+        took = statistics.median(case_s)
+        print(f"    {case:22}: {took:6.2f} s  {pack_values / took:12,.0f} values/s  ({base / took:.1f}x)")
 
     sweep = store.create_sweep("bench", {})
     runs = [store.create_run("r", {"steps": count * STEPS_PER_FLUSH}, sweep_id=sweep) for _ in range(8)]
@@ -169,7 +170,7 @@ def bench(label: str, store: Store, count: int) -> None:
     for rid in runs:
         for rows in batches:
             old.record(rid, rows)
-    for label, cursor in (("first draw: all steps", None), ("each refresh: the newest 50 steps", last - 50)):
+    for case, cursor in (("first draw: all steps", None), ("each refresh: the newest 50 steps", last - 50)):
         after = {rid: cursor for rid in runs} if cursor is not None else None
         read_s: dict[str, float] = {}
         readers = {"rows": lambda after=after: old.metrics(runs, ["loss"], after),
@@ -181,7 +182,7 @@ def bench(label: str, store: Store, count: int) -> None:
                 frame = read()
             read_s[name] = (time.perf_counter() - start) / 10
         print(
-            f"  live path, 8 runs × {last:,} steps of loss, {label} ({len(frame):,} rows): row per value "
+            f"  live path, 8 runs × {last:,} steps of loss, {case} ({len(frame):,} rows): row per value "
             f"{read_s['rows'] * 1e3:.1f} ms, chunks {read_s['chunks'] * 1e3:.1f} ms "
             f"({read_s['rows'] / read_s['chunks']:.1f}x)"
         )
