@@ -200,24 +200,39 @@ def higher_is_better(metric: str) -> bool:
     return metric.endswith("accuracy")
 
 
-def _chunks_of(run_id: int, rows: Any) -> list[dict[str, Any]]:
-    """One flush as chunk rows: per metric, its steps in order and their values (a step given twice: the last).
+def columns_of(flush: Any) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """A flush as columns, metric → (steps, values) arrays in the order given: rows (step, metric, value) grouped
+    by metric, or columns as they are."""
+    if isinstance(flush, Mapping):
+        return {m: (np.asarray(st, dtype="<i8"), np.asarray(v, dtype="<f8")) for m, (st, v) in flush.items()}
+    by_metric: dict[str, tuple[list[int], list[float]]] = {}
+    for step, metric, value in flush:  # plain lists: ~4x faster here than vectorising 2,400 tuples with numpy
+        got = by_metric.get(metric)
+        if got is None:
+            got = by_metric[metric] = ([], [])
+        got[0].append(step)
+        got[1].append(value)
+    return {m: (np.asarray(st, dtype="<i8"), np.asarray(v, dtype="<f8")) for m, (st, v) in by_metric.items()}
 
-    `rows` is a sequence of (step, metric, value), or columns: a mapping metric → (steps, values) arrays, which a
-    pack's flush hands over without a Python object per value."""
-    if isinstance(rows, Mapping):
-        columns = {m: (np.asarray(st, dtype="<i8"), np.asarray(v, dtype="<f8")) for m, (st, v) in rows.items()}
-    else:
-        by_metric: dict[str, tuple[list[int], list[float]]] = {}
-        for step, metric, value in rows:  # plain lists: ~4x faster here than vectorising 2,400 tuples with numpy
-            got = by_metric.get(metric)
-            if got is None:
-                got = by_metric[metric] = ([], [])
-            got[0].append(step)
-            got[1].append(value)
-        columns = {m: (np.asarray(st, dtype="<i8"), np.asarray(v, dtype="<f8")) for m, (st, v) in by_metric.items()}
+
+def merge_flushes(flushes: Sequence[Any]) -> Any:
+    """Several flushes of one run as one, in order (a step given twice: the later value, as `_chunks_of` keeps)."""
+    if len(flushes) == 1:
+        return flushes[0]
+    if not any(isinstance(f, Mapping) for f in flushes):
+        return [row for f in flushes for row in f]
+    parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for flush in flushes:
+        for metric, column in columns_of(flush).items():
+            parts.setdefault(metric, []).append(column)
+    return {m: (np.concatenate([st for st, _ in p]), np.concatenate([v for _, v in p])) for m, p in parts.items()}
+
+
+def _chunks_of(run_id: int, rows: Any) -> list[dict[str, Any]]:
+    """One flush (`Flush`) as chunk rows: per metric, its steps in order and their values (a step given twice: the
+    last)."""
     out = []
-    for metric, (steps, values) in columns.items():
+    for metric, (steps, values) in columns_of(rows).items():
         if not len(steps):
             continue
         if len(steps) > 1 and bool((steps[1:] <= steps[:-1]).any()):  # out of order, or a step given twice

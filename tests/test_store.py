@@ -247,7 +247,8 @@ def test_a_pack_flush_records_every_member_it_holds_in_one_call(store: Store) ->
 def test_a_flush_handed_over_as_columns_reads_back_like_rows(store: Store) -> None:
     import numpy as np
 
-    from workers.training import as_rows, merge_flushes
+    from db.store import merge_flushes
+    from workers.training import as_rows
 
     by_rows, by_columns = store.create_run("rows", SPEC), store.create_run("columns", SPEC)
     first = [(s, "loss", 1.0 / s) for s in range(1, 6)] + [(3, "val_loss", 0.5)]

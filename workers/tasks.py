@@ -11,7 +11,7 @@ from typing import Any
 
 from celery import signals
 
-from db.store import Flush, RunInfo, Store, worker_name
+from db.store import Flush, RunInfo, Store, merge_flushes, worker_name
 from models.tasks import TASKS
 from workers import reporter
 from workers.celery_app import TRAIN_TASK, app, send_ticket
@@ -136,7 +136,7 @@ class _Writer:
             self._write(rows)
 
     def _write(self, rows: dict[StoreSink, list[Flush]]) -> None:
-        from workers.training import last_step, merge_flushes
+        from workers.training import last_step
 
         if not rows or self.error is not None:
             return

@@ -24,7 +24,7 @@ import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, cast
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -82,28 +82,6 @@ def last_step(flush: Flush) -> int | None:
     if isinstance(flush, Mapping):
         return max((int(steps.max()) for steps, _ in flush.values() if len(steps)), default=None)
     return max((step for step, _, _ in flush), default=None)
-
-
-def merge_flushes(flushes: Sequence[Flush]) -> Flush:
-    """Several flushes of one run as one, in order (a step given twice: the later value, as the store keeps it)."""
-    if len(flushes) == 1:
-        return flushes[0]
-    if not any(isinstance(f, Mapping) for f in flushes):
-        return [row for f in flushes for row in cast(Sequence[MetricRow], f)]
-    parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
-    for flush in flushes:
-        if isinstance(flush, Mapping):
-            columns = flush
-        else:
-            grouped: dict[str, tuple[list[int], list[float]]] = {}
-            for step, name, value in flush:
-                got = grouped.setdefault(name, ([], []))
-                got[0].append(step)
-                got[1].append(value)
-            columns = {n: (np.asarray(st, np.int64), np.asarray(v, np.float64)) for n, (st, v) in grouped.items()}
-        for name, (steps, values) in columns.items():
-            parts.setdefault(name, []).append((np.asarray(steps, np.int64), np.asarray(values, np.float64)))
-    return {n: (np.concatenate([st for st, _ in p]), np.concatenate([v for _, v in p])) for n, p in parts.items()}
 
 
 @dataclass(frozen=True)
