@@ -123,6 +123,23 @@ def bench(label: str, store: Store, count: int) -> None:
     print(f"  chunks, handed rows     : {rows_s:6.2f} s  {values / rows_s:12,.0f} values/s  ({before / rows_s:.1f}x)")
     print(f"  chunks, handed columns  : {new:6.2f} s  {values / new:12,.0f} values/s  ({before / new:.1f}x)")
 
+    # sustained: the same flushes handed to a worker's writer thread (workers.tasks.StoreSink) as fast as a loop
+    # hands them, timed until the last is in the database; a writer that falls behind folds what queued meanwhile
+    # into one transaction, so what it absorbs is not bound by one transaction's round trips
+    from workers.tasks import StoreSink
+
+    sustained = []
+    for _ in range(3):
+        run_id = store.create_run("bench", {"steps": count * STEPS_PER_FLUSH})
+        sink = StoreSink(store, run_id)
+        start = time.perf_counter()
+        for flush in columns:
+            sink.write(flush)
+        sink.close()
+        sustained.append(time.perf_counter() - start)
+    took = statistics.median(sustained)
+    print(f"  sustained, through a worker's writer: {took:6.2f} s  {values / took:12,.0f} values/s  ({before / took:.1f}x)")
+
     # a pack of 32 members flushing together against the same 32 flushes one per run; a packed worker hands each
     # member's flush over as columns (metric → steps, values), sliced from the pack's tensors without a row per value
     k, rounds = 32, max(4, count // 16)

@@ -80,6 +80,20 @@ def main() -> None:
         upgrade(url)
         store = Store.from_url(url)
 
+        # the CPU the writer thread spends writing (its own thread's clock, so not disturbed by other load): on
+        # a 2-core machine training with 2 threads it is taken from training, so it bounds the overhead from above
+        from workers import tasks
+
+        writer_cpu: list[float] = []
+        write = tasks._Writer._write
+
+        def timed_write(self, rows):  # type: ignore[no-untyped-def]
+            begin = time.thread_time()
+            write(self, rows)
+            writer_cpu.append(time.thread_time() - begin)
+
+        tasks._Writer._write = timed_write  # type: ignore[method-assign]
+
         def with_sqlite() -> float:
             run_id = store.create_run("bench", spec.model_dump(mode="json"))
             sink = StoreSink(store, run_id)
@@ -90,6 +104,7 @@ def main() -> None:
 
         bare_loop(spec, device), lab_loop(spec, device)  # warm up both (allocator, dynamo import, caches)
         bare, lab, db, builds = [], [], [], []
+        writer_cpu.clear()
         for _ in range(args.repeats):
             bare.append(bare_loop(spec, device))
             builds.append(build_time(spec, device))
@@ -104,6 +119,15 @@ def main() -> None:
     print(f"  bare PyTorch loop                  {per(b):7.3f} ms/step")
     print(f"  Optimizer Lab loop, every metric    {per(lab_s):7.3f} ms/step   ratio {lab_s / b:5.3f}")
     print(f"  ... and batched writes to SQLite    {per(db_s):7.3f} ms/step   ratio {db_s / b:5.3f}")
+    # the logging overhead proper: each repeat's SQLite run against the in-memory run just before it (paired, so
+    # a slow spell of the machine lands on both), the median and the spread of those ratios
+    paired = sorted((d - overhead) / (m - overhead) for d, m in zip(db, lab, strict=True))
+    q1, q3 = paired[len(paired) // 4], paired[(3 * len(paired)) // 4]
+    print(f"  logging to SQLite / in memory, paired: median {statistics.median(paired):5.3f} "
+          f"(quartiles {q1:5.3f}–{q3:5.3f}, {len(paired)} pairs)")  # fmt: skip
+    cpu = sum(writer_cpu) / args.repeats
+    print(f"  the writer thread's CPU per run: {cpu * 1e3:.1f} ms in {len(writer_cpu) // args.repeats} writes, "
+          f"{100 * cpu / db_s:.2f}% of the run (the most logging can take from training here)")
 
 
 if __name__ == "__main__":
