@@ -72,9 +72,32 @@ def _spec_columns(runs: Sequence[RunInfo]) -> list[str]:
 
 def _csv_cells(cells: Sequence[str]) -> str:
     """Cells joined as pandas' `to_csv` writes them (csv module, minimal quoting), without the line end."""
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow(cells)
-    return buffer.getvalue()[:-1]
+    return _csv_lines([cells])[0]
+
+
+def _csv_lines(rows: Iterable[Sequence[str]]) -> list[str]:
+    """Each row's cells joined as `_csv_cells` joins them, by one csv writer (one line per row, its end cut)."""
+    lines: list[str] = []
+
+    class Lines:  # the writer writes each row with one call: one line (a quoted cell may hold line breaks)
+        write = lines.append
+
+    writer = csv.writer(Lines(), lineterminator="\n")
+    for cells in rows:
+        writer.writerow(cells)
+    return [line[:-1] for line in lines]
+
+
+def _write_lines(lines: Any, out: TextIO) -> None:
+    """An Arrow string array of lines written to `out`, each followed by a line end, without a Python string per
+    line: the array's characters are one buffer, so a line end is joined to each and the buffer written whole."""
+    import pyarrow.compute as pc
+
+    if len(lines) == 0:
+        return
+    ended = pc.binary_join_element_wise(lines, "", "\n")  # line + "\n" (joined by "\n" to an empty string)
+    offsets = np.frombuffer(ended.buffers()[1], dtype=np.int32)[ended.offset : ended.offset + len(ended) + 1]
+    out.write(memoryview(ended.buffers()[2])[offsets[0] : offsets[-1]].tobytes().decode("utf-8"))
 
 
 def _text(value: Any, na_rep: str) -> str:
@@ -99,32 +122,40 @@ def _numbers(values: np.ndarray) -> Any:
 
     values = np.asarray(values, dtype=np.float64)
     text = pa.array(values).cast(pa.string())
-    exponent = pc.match_substring(text, "e").to_numpy(zero_copy_only=False)
     magnitude = np.abs(values)
     with np.errstate(invalid="ignore"):
+        finite = np.isfinite(values) & (magnitude > 0)
+        exponent = pc.match_substring(text, "e").to_numpy(zero_copy_only=False)  # Arrow: the shorter (1e+10)
         plain = (magnitude >= 1e-4) & (magnitude < 1e15) & ~exponent  # NaN: neither
-        scientific = ((magnitude < 1e-4) | (magnitude >= 1e16)) & (magnitude > 0) & np.isfinite(values) & exponent
+        scientific = ((magnitude < 1e-4) | (magnitude >= 1e16)) & finite & exponent
         tiny = (magnitude >= 1e-6) & (magnitude < 1e-4) & ~exponent  # Arrow: 0.0000123, Python: 1.23e-05
+    changed: list[tuple[np.ndarray, Any]] = []  # (positions, their new text): disjoint, put in with one pass
     for mask, rewrites in ((scientific, [(r"e([+-])(\d)$", r"e\10\2")]),  # e-7 → e-07 (RE2: \1, then 0)
                            (tiny & (magnitude >= 1e-5), [(r"^(-?)0\.0000([1-9])(\d+)$", r"\1\2.\3e-05"),
                                                          (r"^(-?)0\.0000([1-9])$", r"\1\2e-05")]),
                            (tiny & (magnitude < 1e-5), [(r"^(-?)0\.00000([1-9])(\d+)$", r"\1\2.\3e-06"),
                                                         (r"^(-?)0\.00000([1-9])$", r"\1\2e-06")])):  # fmt: skip
         if mask.any():  # rewritten where needed only: a regex over every value costs more than repr
-            where = pa.array(mask)
-            part = pc.filter(text, where)
+            part = pc.filter(text, pa.array(mask))
             for pattern, replacement in rewrites:
                 part = pc.replace_substring_regex(part, pattern, replacement)
-            text = pc.replace_with_mask(text, where, part)
+            changed.append((np.flatnonzero(mask), part))
     scientific |= tiny
     integral = plain & (values == np.trunc(values))
     if integral.any():
-        text = pc.if_else(pa.array(integral), pc.binary_join_element_wise(text, ".0", ""), text)
+        changed.append((np.flatnonzero(integral), pc.binary_join_element_wise(pc.filter(text, pa.array(integral)),
+                                                                              ".0", "")))  # fmt: skip
     other = ~(plain | scientific)
     if other.any():
         rest = ["NaN" if x != x else repr(x) for x in values[other].tolist()]
-        text = pc.replace_with_mask(text, pa.array(other), pa.array(rest, type=pa.string()))
-    return text
+        changed.append((np.flatnonzero(other), pa.array(rest, type=pa.string())))
+    if not changed:
+        return text
+    where = np.concatenate([at for at, _ in changed])
+    mask = np.zeros(len(values), dtype=bool)
+    mask[where] = True
+    news = pa.concat_arrays([part for _, part in changed])
+    return pc.replace_with_mask(text, pa.array(mask), pc.take(news, pa.array(np.argsort(where, kind="stable"))))
 
 
 def _chunks(store: Store, runs: Sequence[RunInfo], chunk_rows: int) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
@@ -133,6 +164,23 @@ def _chunks(store: Store, runs: Sequence[RunInfo], chunk_rows: int) -> Iterator[
     for chunk in store.iter_metrics([run.id for run in runs], chunk_rows=chunk_rows):
         if len(chunk):
             yield chunk, np.searchsorted(ids, chunk["run_id"].to_numpy())
+
+
+def _overlapped(chunks: Iterable[tuple[Any, ...]], work: Callable[..., Any]) -> Iterator[Any]:
+    """`work(*chunk)` for each chunk, in order, each done on a second thread while the next chunk is read: Arrow's
+    kernels (the formatting) let go of the GIL, so reading (Python and the database driver) and formatting share
+    two cores. At most two chunks are held at once."""
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="export") as pool:
+        pending: Future[Any] | None = None
+        for chunk in chunks:
+            started = pool.submit(work, *chunk)
+            if pending is not None:
+                yield pending.result()
+            pending = started
+        if pending is not None:
+            yield pending.result()
 
 
 def _codes(metric: pd.Series, names: Sequence[str]) -> np.ndarray:
@@ -156,14 +204,13 @@ def write_csv(store: Store, run_ids: Iterable[int], out: TextIO, chunk_rows: int
     metric_columns = list(METRIC_NAMES) + sorted(logged - set(METRIC_NAMES))
     columns = ["run_id", "run_name", "status", *spec_columns, "step", *metric_columns]
     pd.DataFrame(columns=columns).to_csv(out, index=False)
-    heads = []  # each run's cells before the step, written once
-    for run in runs:
-        spec = flatten_dict(run.spec)
-        head = [run.id, run.name, run.status, *(spec.get(c) for c in spec_columns)]
-        heads.append(_csv_cells([_text(v, "") for v in head]))
-    head_cells = pa.array(heads, type=pa.string())
-    total = 0
-    for chunk, position in _chunks(store, runs, chunk_rows):  # each line built by Arrow, none in Python
+    heads = (  # each run's cells before the step, written once
+        [_text(v, "") for v in (run.id, run.name, run.status, *(spec.get(c) for c in spec_columns))]
+        for run, spec in ((run, flatten_dict(run.spec)) for run in runs)
+    )
+    head_cells = pa.array(_csv_lines(heads), type=pa.string())
+
+    def lines_of(chunk: pd.DataFrame, position: np.ndarray) -> tuple[Any, int]:  # built by Arrow, none in Python
         run_ids_, steps = chunk["run_id"].to_numpy(), chunk["step"].to_numpy()
         starts = np.r_[True, (run_ids_[1:] != run_ids_[:-1]) | (steps[1:] != steps[:-1])]
         row = np.cumsum(starts) - 1  # each value's row: one per run and step
@@ -179,8 +226,12 @@ def write_csv(store: Store, run_ids: Iterable[int], out: TextIO, chunk_rows: int
             pc.take(head_cells, pa.array(position[first])), pa.array(steps[first]).cast(pa.string()), *cells, ",",
             null_handling="replace", null_replacement="",
         )  # fmt: skip
-        out.write("\n".join(lines.to_pylist()) + "\n")
-        total += len(first)
+        return lines, len(first)
+
+    total = 0
+    for lines, rows in _overlapped(_chunks(store, runs, chunk_rows), lines_of):
+        _write_lines(lines, out)
+        total += rows
     return total
 
 
@@ -254,11 +305,11 @@ def write_long_csv(store: Store, run_ids: Iterable[int], out: TextIO, chunk_rows
     runs = sorted(store.list_runs(ids=list(run_ids)), key=lambda r: r.id)
     fields = varying_fields(runs)
     pd.DataFrame(columns=["run_id", "run_name", *fields, "step", "metric", "value"]).to_csv(out, index=False)
-    heads = []
-    for run in runs:
-        spec = flatten_dict(run.spec)
-        heads.append(_csv_cells([_text(v, "NaN") for v in (run.id, run.name, *(spec.get(f) for f in fields))]))
-    head_cells = pa.array(heads, type=pa.string())
+    heads = (
+        [_text(v, "NaN") for v in (run.id, run.name, *(spec.get(f) for f in fields))]
+        for run, spec in ((run, flatten_dict(run.spec)) for run in runs)
+    )
+    head_cells = pa.array(_csv_lines(heads), type=pa.string())
     total = 0
     for chunk, position in _chunks(store, runs, chunk_rows):
         metric = chunk["metric"]
@@ -268,7 +319,7 @@ def write_long_csv(store: Store, run_ids: Iterable[int], out: TextIO, chunk_rows
             pc.take(head_cells, pa.array(position)), pa.array(chunk["step"].to_numpy()).cast(pa.string()),
             pc.take(cells, pa.array(_codes(metric, names))), _numbers(chunk["value"].to_numpy()), ",",
         )  # fmt: skip
-        out.write("\n".join(lines.to_pylist()) + "\n")
+        _write_lines(lines, out)
         total += len(chunk)
     return total
 

@@ -138,7 +138,7 @@ def bench(label: str, store: Store, count: int) -> None:
         sink.close()
         sustained.append(time.perf_counter() - start)
     took = statistics.median(sustained)
-    print(f"  sustained, through a worker's writer: {took:6.2f} s  {values / took:12,.0f} values/s  ({before / took:.1f}x)")
+    print(f"  sustained, via the writer: {took:6.2f} s  {values / took:12,.0f} values/s  ({before / took:.1f}x)")
 
     # a pack of 32 members flushing together against the same 32 flushes one per run; a packed worker hands each
     # member's flush over as columns (metric → steps, values), sliced from the pack's tensors without a row per value

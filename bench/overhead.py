@@ -126,8 +126,10 @@ def main() -> None:
     print(f"  logging to SQLite / in memory, paired: median {statistics.median(paired):5.3f} "
           f"(quartiles {q1:5.3f}–{q3:5.3f}, {len(paired)} pairs)")  # fmt: skip
     cpu = sum(writer_cpu) / args.repeats
-    print(f"  the writer thread's CPU per run: {cpu * 1e3:.1f} ms in {len(writer_cpu) // args.repeats} writes, "
-          f"{100 * cpu / db_s:.2f}% of the run (the most logging can take from training here)")
+    print(
+        f"  the writer thread's CPU per run: {cpu * 1e3:.1f} ms in {len(writer_cpu) // args.repeats} writes, "
+        f"{100 * cpu / db_s:.2f}% of the run (the most logging can take from training here)"
+    )
 
 
 if __name__ == "__main__":
