@@ -166,21 +166,21 @@ def _chunks(store: Store, runs: Sequence[RunInfo], chunk_rows: int) -> Iterator[
             yield chunk, np.searchsorted(ids, chunk["run_id"].to_numpy())
 
 
-def _overlapped(chunks: Iterable[tuple[Any, ...]], work: Callable[..., Any]) -> Iterator[Any]:
-    """`work(*chunk)` for each chunk, in order, each done on a second thread while the next chunk is read: Arrow's
-    kernels (the formatting) let go of the GIL, so reading (Python and the database driver) and formatting share
-    two cores. At most two chunks are held at once."""
+def _overlapped(chunks: Iterable[tuple[Any, ...]], make: Callable[..., Any], threads: int = 2) -> Iterator[Any]:
+    """`make(*chunk)` for each chunk, handed back in order, made on `threads` threads while the next chunks are
+    read: Arrow's kernels (the formatting) let go of the GIL, so reading (Python and the database driver) and
+    formatting share the cores. At most `threads` + 1 chunks are held at once."""
+    from collections import deque
     from concurrent.futures import Future, ThreadPoolExecutor
 
-    with ThreadPoolExecutor(1, thread_name_prefix="export") as pool:
-        pending: Future[Any] | None = None
+    with ThreadPoolExecutor(threads, thread_name_prefix="export") as pool:
+        pending: deque[Future[Any]] = deque()
         for chunk in chunks:
-            started = pool.submit(work, *chunk)
-            if pending is not None:
-                yield pending.result()
-            pending = started
-        if pending is not None:
-            yield pending.result()
+            pending.append(pool.submit(make, *chunk))
+            if len(pending) > threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def _codes(metric: pd.Series, names: Sequence[str]) -> np.ndarray:
@@ -310,8 +310,8 @@ def write_long_csv(store: Store, run_ids: Iterable[int], out: TextIO, chunk_rows
         for run, spec in ((run, flatten_dict(run.spec)) for run in runs)
     )
     head_cells = pa.array(_csv_lines(heads), type=pa.string())
-    total = 0
-    for chunk, position in _chunks(store, runs, chunk_rows):
+
+    def lines_of(chunk: pd.DataFrame, position: np.ndarray) -> Any:
         metric = chunk["metric"]
         names = list(metric.cat.categories) if isinstance(metric.dtype, pd.CategoricalDtype) else sorted(set(metric))
         cells = pa.array([_csv_cells([_text(name, "NaN")]) for name in names], type=pa.string())
@@ -319,8 +319,12 @@ def write_long_csv(store: Store, run_ids: Iterable[int], out: TextIO, chunk_rows
             pc.take(head_cells, pa.array(position)), pa.array(chunk["step"].to_numpy()).cast(pa.string()),
             pc.take(cells, pa.array(_codes(metric, names))), _numbers(chunk["value"].to_numpy()), ",",
         )  # fmt: skip
+        return lines
+
+    total = 0
+    for lines in _overlapped(_chunks(store, runs, chunk_rows), lines_of):
         _write_lines(lines, out)
-        total += len(chunk)
+        total += len(lines)
     return total
 
 
@@ -358,23 +362,27 @@ def write_long_parquet(store: Store, run_ids: Iterable[int], out: BinaryIO, chun
          ("step", pa.int64()), ("metric", pa.large_string()), ("value", pa.float64())]
     )  # fmt: skip
     writer: pq.ParquetWriter | None = None
+
+    def table_of(chunk: pd.DataFrame, position: np.ndarray) -> Any:
+        at = pa.array(position)
+        metric = chunk["metric"]
+        if isinstance(metric.dtype, pd.CategoricalDtype):
+            names = pa.array(list(metric.cat.categories), pa.large_string())
+            metric_column = names.take(pa.array(metric.cat.codes.to_numpy()))
+        else:
+            metric_column = pa.array(metric.astype(object).to_numpy(), pa.large_string())
+        columns = [per_run[c].take(at) for c in ("run_id", "run_name", *fields)]
+        columns += [pa.array(chunk["step"].to_numpy()), metric_column,
+                    pa.array(chunk["value"].to_numpy(), pa.float64(), from_pandas=True)]  # fmt: skip
+        return pa.Table.from_arrays(columns, schema=schema)
+
     total = 0
     try:
-        for chunk, position in _chunks(store, runs, chunk_rows):
-            at = pa.array(position)
-            metric = chunk["metric"]
-            if isinstance(metric.dtype, pd.CategoricalDtype):
-                names = pa.array(list(metric.cat.categories), pa.large_string())
-                metric_column = names.take(pa.array(metric.cat.codes.to_numpy()))
-            else:
-                metric_column = pa.array(metric.astype(object).to_numpy(), pa.large_string())
-            columns = [per_run[c].take(at) for c in ("run_id", "run_name", *fields)]
-            columns += [pa.array(chunk["step"].to_numpy()), metric_column,
-                        pa.array(chunk["value"].to_numpy(), pa.float64(), from_pandas=True)]  # fmt: skip
+        for table in _overlapped(_chunks(store, runs, chunk_rows), table_of):
             if writer is None:
                 writer = pq.ParquetWriter(out, schema)
-            writer.write_table(pa.Table.from_arrays(columns, schema=schema), row_group_size=len(chunk))
-            total += len(chunk)
+            writer.write_table(table, row_group_size=len(table))
+            total += len(table)
     finally:
         if writer is not None:
             writer.close()

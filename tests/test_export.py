@@ -224,8 +224,9 @@ def _old_write_long_csv(store: Store, run_ids: list[int]) -> str:
 
 
 def test_streaming_exports_hold_one_chunk_whatever_the_number_of_runs(store: Store) -> None:
-    """The store hands out chunks of at most chunk_rows rows that never split a step, and a writer has let go of
-    every chunk but the last when it asks for the next: memory stays flat as the runs grow."""
+    """The store hands out chunks of at most chunk_rows rows that never split a step, and when a writer asks for the
+    next chunk it holds at most two before the last (being formatted on its two threads): memory stays flat as the
+    runs grow."""
     import weakref
 
     from app.export import write_csv, write_long_csv, write_long_parquet
@@ -252,7 +253,7 @@ def test_streaming_exports_hold_one_chunk_whatever_the_number_of_runs(store: Sto
         def watched(self: Store, run_ids: list[int], chunk_rows: int = 100_000) -> object:
             for chunk in real(self, run_ids, chunk_rows=chunk_rows):
                 assert chunk_rows == 30 and len(chunk) <= 30
-                assert all(ref() is None for ref in seen[:-1])  # only the chunk being written is alive
+                assert sum(ref() is not None for ref in seen[:-1]) <= 2  # a bound, whatever the number of runs
                 seen.append(weakref.ref(chunk))
                 yield chunk
 
