@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.signal import lfilter
 
 
 def ema_smooth(values: Sequence[float] | np.ndarray, weight: float) -> np.ndarray:
@@ -39,6 +38,8 @@ def ema_smooth(values: Sequence[float] | np.ndarray, weight: float) -> np.ndarra
     if weight == 1:  # TensorBoard's formula: last stays 0 and is shown undebiased
         out[finite] = 0.0
         return out
+    from scipy.signal import lfilter  # here: scipy.signal costs ~1 s to import, and exports never smooth
+
     # last_n = w·last_{n−1} + (1−w)·y_n over the finite points: a first-order IIR filter, run in C
     last = lfilter([1 - weight], [1, -weight], y[finite])
     out[finite] = last / (1 - weight ** np.arange(1, len(last) + 1))

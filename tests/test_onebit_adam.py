@@ -128,7 +128,7 @@ def test_the_loop_and_the_optimizer_use_the_same_gradient_when_the_batch_does_no
     """A batch of 10 among 4 workers (3, 3, 2, 2 examples): the warm-up step equals torch.optim.Adam on the whole
     batch's gradient from autograd, and the loop's `.grad` (what it logs) is that same gradient."""
     from models.tasks import TASKS
-    from workers.metrics import FlatParams
+    from workers.flat import FlatParams
     from workers.training import _worker_gradients
 
     problem = TASKS["digits-mlp"].build(seed=0, hidden=16)

@@ -31,7 +31,8 @@ import torch
 
 from models.tasks import TASKS, Problem
 from workers.batching import BATCH_POLICIES, per_sample_grads
-from workers.metrics import DEVICE_COLUMNS, FlatParams
+from workers.flat import FlatParams
+from workers.metrics import DEVICE_COLUMNS
 from workers.optimizers import OPTIMIZERS
 from workers.schedules import SCHEDULES
 from workers.spec import RunSpec, params
@@ -50,18 +51,29 @@ class Sink(Protocol):
     def should_stop(self) -> bool: ...
 
 
-@dataclass
 class ListSink:
-    """Keeps every row in memory: for tests, benchmarks and notebooks."""
+    """Keeps every flush in memory as it was handed (no work per value while training: what "in memory" costs the
+    loop); `rows` reads them as rows, step by step. For tests, benchmarks and notebooks."""
 
-    rows: list[MetricRow] = field(default_factory=list)
-    stop_after_rows: int | None = None
+    def __init__(self, rows: Sequence[MetricRow] = (), stop_after_rows: int | None = None) -> None:
+        self._rows: list[MetricRow] = list(rows)
+        self._handed: list[Flush] = []  # not yet read as rows
+        self._count = len(self._rows)
+        self.stop_after_rows = stop_after_rows
+
+    @property
+    def rows(self) -> list[MetricRow]:
+        for flush in self._handed:
+            self._rows.extend(as_rows(flush))
+        self._handed.clear()
+        return self._rows
 
     def write(self, rows: Flush) -> None:
-        self.rows.extend(as_rows(rows))
+        self._handed.append(rows)
+        self._count += sum(len(steps) for steps, _ in rows.values()) if isinstance(rows, Mapping) else len(rows)
 
     def should_stop(self) -> bool:
-        return self.stop_after_rows is not None and len(self.rows) >= self.stop_after_rows
+        return self.stop_after_rows is not None and self._count >= self.stop_after_rows
 
     def series(self, metric: str) -> dict[int, float]:
         return {step: value for step, name, value in self.rows if name == metric}
