@@ -14,7 +14,6 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -33,14 +32,14 @@ CASES = {
 SETTINGS = {"off": ("0", "0"), "default (30 s / 500 steps)": ("500", "30"), "every 1 s": ("0", "1")}
 
 
-@dataclass
 class SavingSink(ListSink):
-    store: CheckpointStore | None = None
-    saved: list[int] = field(default_factory=list)
-    seconds: float = 0.0
+    def __init__(self, store: CheckpointStore) -> None:
+        super().__init__()
+        self.store = store
+        self.saved: list[int] = []
+        self.seconds = 0.0
 
     def save_checkpoint(self, step: int, blob: bytes) -> None:
-        assert self.store is not None
         tic = time.perf_counter()
         self.store.save(1, blob)
         self.seconds += time.perf_counter() - tic

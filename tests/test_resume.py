@@ -5,7 +5,6 @@ schedules and batch policies that keep state of their own."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import pytest
 
@@ -17,9 +16,10 @@ CLOCKS = {"step_time", "wall_time"}  # measured, not computed: they differ betwe
 STEPS = 60
 
 
-@dataclass
 class CheckpointSink(ListSink):
-    checkpoints: dict[int, bytes] = field(default_factory=dict)
+    def __init__(self, stop_after_rows: int | None = None) -> None:
+        super().__init__(stop_after_rows=stop_after_rows)
+        self.checkpoints: dict[int, bytes] = {}
 
     def save_checkpoint(self, step: int, blob: bytes) -> None:
         self.checkpoints[step] = blob
