@@ -3,9 +3,11 @@ previous row-per-value store (one upserted SQL row per number, kept here as the 
 process, on SQLite and, with `--postgres URL`, on PostgreSQL.
 
 Each call writes one flush of 12 metrics × 200 steps (2,400 values), as a worker's flush does; values per second
-over `--flushes` calls, median of 3 rounds, interleaved. Then a pack of 32 runs flushing together: one transaction
-for the pack's flush (`Store.record_many`, what a packed worker does) against one per member. Then the two reads
-the pages make most: a live run's rows newer than a cursor, and a sweep's early-stopping window means.
+over `--flushes` calls, median of 3 rounds, interleaved (on PostgreSQL also the flush as a transaction of two
+statements, as it was before it became one statement with one round trip). Then a pack of 32 runs flushing
+together: one transaction for the pack's flush (`Store.record_many`, what a packed worker does) against one per
+member. Then the two reads the pages make most: a live run's rows newer than a cursor, and a sweep's early-stopping
+window means.
 
 Run: `python bench/metric_store.py [--postgres postgresql://postgres@127.0.0.1:5432/test] [--flushes 200]`.
 """
@@ -111,10 +113,19 @@ def bench(label: str, store: Store, count: int) -> None:
     batches = flushes(count)
     values = count * STEPS_PER_FLUSH * len(METRICS)
     columns = [as_columns(rows) for rows in batches]  # what a worker's loop hands over now (training.flush_columns)
-    spent: dict[str, list[float]] = {"before": [], "rows": [], "columns": []}
+    pg = store.engine.dialect.name == "postgresql"
+
+    def two_statements(run_id: int, flush: Any) -> None:  # PostgreSQL's flush before it was one statement
+        from db.store import _chunks_of
+
+        chunks = _chunks_of(run_id, flush)
+        store._record_core({run_id: chunks}, {run_id: max(c["last_step"] for c in chunks)}, None)
+
+    spent: dict[str, list[float]] = {"before": [], "rows": [], "columns": [], "two": []}
+    writers = [("before", old.record, batches), ("rows", store.record, batches), ("columns", store.record, columns)]
+    writers += [("two", two_statements, columns)] if pg else []
     for _ in range(3):
-        for name, write, given in (("before", old.record, batches), ("rows", store.record, batches),
-                                   ("columns", store.record, columns)):  # fmt: skip
+        for name, write, given in writers:
             run_id = store.create_run("bench", {"steps": count * STEPS_PER_FLUSH})
             spent[name].append(timed_writes(write, run_id, given))
     before, rows_s, new = (statistics.median(spent[n]) for n in ("before", "rows", "columns"))
@@ -122,6 +133,12 @@ def bench(label: str, store: Store, count: int) -> None:
     print(f"  row per value (before)  : {before:6.2f} s  {values / before:12,.0f} values/s")
     print(f"  chunks, handed rows     : {rows_s:6.2f} s  {values / rows_s:12,.0f} values/s  ({before / rows_s:.1f}x)")
     print(f"  chunks, handed columns  : {new:6.2f} s  {values / new:12,.0f} values/s  ({before / new:.1f}x)")
+    if pg:
+        two = statistics.median(spent["two"])
+        print(
+            f"    (as two statements: {two:6.2f} s  {values / two:12,.0f} values/s; one statement is "
+            f"{two / new:.2f}x faster)"
+        )
 
     # sustained: the same flushes handed to a worker's writer thread (workers.tasks.StoreSink) as fast as a loop
     # hands them, timed until the last is in the database; a writer that falls behind folds what queued meanwhile

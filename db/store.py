@@ -24,11 +24,27 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, and_, case, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Engine,
+    Integer,
+    LargeBinary,
+    String,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from db.engine import get_engine
@@ -357,6 +373,43 @@ def _decode(rows: Iterable[Any]) -> _Decoded:
 
 _CHUNK_COLUMNS = (MetricChunk.id, MetricChunk.run_id, MetricChunk.metric, MetricChunk.first_step, MetricChunk.last_step,
                   MetricChunk.steps, MetricChunk.values)  # fmt: skip
+
+
+@lru_cache(maxsize=2)
+def _pg_flush(held_by_worker: bool) -> Any:
+    """`Store.record_many` on PostgreSQL as one statement, so that a flush costs one round trip (run in autocommit:
+    one statement is one transaction). The statement is the same whatever the number of runs or chunks: the runs
+    (ids, steps reached) and the chunks' scalar fields come as arrays, unnested server-side, and their `steps` and
+    `values` as two byte strings cut server-side by (offset, length) (a list of byte strings would be escaped as
+    text, one by one, by the driver):
+
+        WITH held AS (UPDATE runs SET heartbeat, progress FROM unnest(ids, reached) ... RETURNING id, cancel),
+             written AS (INSERT INTO metric_chunks SELECT ..., substr(blob, at, len) FROM unnest(chunk arrays)
+                         WHERE run_id IN held)
+        SELECT id, cancel FROM held
+    """
+    ids, reached = bindparam("p_ids", type_=ARRAY(Integer)), bindparam("p_reached", type_=ARRAY(Integer))
+    runs = func.unnest(ids, reached).table_valued("id", "reached").render_derived()
+    held = update(Run).where(Run.id == runs.c.id)
+    if held_by_worker:
+        held = held.where(Run.worker == bindparam("p_worker"), Run.status == bindparam("p_running"))
+    held_cte = (
+        held.values(heartbeat_at=bindparam("p_now"), progress=func.greatest(Run.progress, runs.c.reached))
+        .returning(Run.id, Run.cancel_requested)
+        .cte("held")
+    )
+    fields = ("run_id", "metric", "first_step", "last_step", "steps_at", "steps_len", "values_at", "values_len")
+    arrays = [bindparam(f"c_{f}", type_=ARRAY(String if f == "metric" else Integer)) for f in fields]
+    chunks = func.unnest(*arrays).table_valued(*fields).render_derived()
+    c = chunks.c
+    steps = func.substr(bindparam("p_steps", type_=LargeBinary), c.steps_at, c.steps_len)
+    values = func.substr(bindparam("p_values", type_=LargeBinary), c.values_at, c.values_len)
+    rows = select(c.run_id, c.metric, c.first_step, c.last_step, steps, values).where(
+        c.run_id.in_(select(held_cte.c.id))
+    )
+    columns = ["run_id", "metric", "first_step", "last_step", "steps", "values"]
+    written = insert(MetricChunk).from_select(columns, rows).cte("written")
+    return select(held_cte.c.id, held_cte.c.cancel_requested).add_cte(written)
 
 
 def worker_name() -> str:
@@ -1033,14 +1086,25 @@ class Store:
         return self.record_many({run_id: rows}, worker)[run_id]
 
     def record_many(self, flushes: Mapping[int, Flush], worker: str | None = None) -> dict[int, bool]:
-        """`record` for several runs at once (a pack's members, one flush each) in one transaction of two statements:
-        one update of every run's progress and heartbeat, one insert of every chunk. Per run: should it stop?"""
+        """`record` for several runs at once (a pack's members, one flush each) in one transaction: one update of
+        every run's progress and heartbeat, one insert of every chunk (on PostgreSQL both in one statement). Per
+        run: should it stop?"""
         if not flushes:
             return {}
         chunks = {rid: _chunks_of(rid, rows) for rid, rows in flushes.items()}
         reached = {rid: max((c["last_step"] for c in cs), default=0) for rid, cs in chunks.items()}
-        target = case(reached, value=Run.id)
-        query = update(Run).where(Run.id.in_(list(flushes)))
+        if self.engine.dialect.name == "postgresql":
+            answer = self._record_pg(chunks, reached, worker)
+        else:
+            answer = self._record_core(chunks, reached, worker)
+        return {rid: bool(answer[rid]) if rid in answer else True for rid in flushes}
+
+    def _record_core(
+        self, chunks: Mapping[int, list[dict[str, Any]]], reached: Mapping[int, int], worker: str | None
+    ) -> dict[int, bool]:
+        """`record_many` in one transaction of two statements; per run held: was it asked to stop?"""
+        target = case(dict(reached), value=Run.id)
+        query = update(Run).where(Run.id.in_(list(chunks)))
         if worker is not None:
             query = query.where(Run.worker == worker, Run.status == "running")
         query = query.values(heartbeat_at=time.time(), progress=case((Run.progress > target, Run.progress),
@@ -1051,7 +1115,25 @@ class Store:
             rows = [c for rid in held for c in chunks[rid]]  # one row per metric per run (see tables.MetricChunk)
             if rows:  # nothing for a run deleted, or (with `worker`) no longer this worker's
                 s.execute(insert(MetricChunk), rows)
-        return {rid: bool(held[rid]) if rid in held else True for rid in flushes}
+        return held
+
+    def _record_pg(
+        self, chunks: Mapping[int, list[dict[str, Any]]], reached: Mapping[int, int], worker: str | None
+    ) -> dict[int, bool]:
+        """`record_many` on PostgreSQL: one statement (`_pg_flush`), one round trip."""
+        params: dict[str, Any] = {"p_ids": list(reached), "p_reached": list(reached.values()), "p_now": time.time()}
+        if worker is not None:
+            params.update(p_worker=worker, p_running="running")  # p_: a parameter named as a column would set it
+        every = [c for cs in chunks.values() for c in cs]
+        for field in ("run_id", "metric", "first_step", "last_step"):
+            params[f"c_{field}"] = [c[field] for c in every]
+        for field in ("steps", "values"):  # each as one byte string, and where each chunk's part of it lies
+            lengths = np.asarray([len(c[field]) for c in every], dtype=np.int64)
+            params[f"c_{field}_len"] = lengths.tolist()
+            params[f"c_{field}_at"] = (np.cumsum(lengths) - lengths + 1).tolist()  # substr counts from 1
+            params[f"p_{field}"] = b"".join(c[field] for c in every)
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            return {rid: bool(cancel) for rid, cancel in conn.execute(_pg_flush(worker is not None), params)}
 
     def _chunks(self, where: Any) -> _Decoded:
         with self.engine.connect() as conn:

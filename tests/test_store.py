@@ -260,3 +260,34 @@ def test_a_flush_handed_over_as_columns_reads_back_like_rows(store: Store) -> No
     got, want = (store.metrics([r]).drop(columns="run_id").reset_index(drop=True) for r in (by_columns, by_rows))
     assert got.equals(want)
     assert want.set_index(["metric", "step"]).value[("loss", 5)] == -5.0  # the later flush's value
+
+
+def test_many_runs_flushes_of_every_shape_read_back_value_for_value(store: Store) -> None:
+    """One call carrying several runs' flushes of different metrics and lengths, per-step and sparse, with steps
+    given twice and out of order, NaN and ±inf: each run reads back exactly what a plain dict of the same rows holds
+    (later value wins), and nothing lands in another run (PostgreSQL cuts every chunk out of one byte string)."""
+    import random
+
+    rng = random.Random(7)
+    runs = [store.create_run(f"r{i}", SPEC) for i in range(5)]
+    want: dict[tuple[int, str, int], float] = {}
+    for round_ in range(4):
+        flushes = {}
+        for rid in runs:
+            rows = []
+            for metric in rng.sample(["loss", "lr", "val_loss", "grad_l2", "x" * 64], k=rng.randint(0, 5)):
+                if rng.random() < 0.5:  # per step
+                    steps = list(range(round_ * 100 + 1, round_ * 100 + rng.randint(1, 100)))
+                else:  # sparse, some given twice, out of order
+                    steps = [rng.randint(1, 500) for _ in range(rng.randint(1, 30))]
+                for step in steps:
+                    value = rng.choice([rng.uniform(-1e6, 1e6), math.nan, math.inf, -math.inf, 0.0])
+                    rows.append((step, metric, value))
+                    want[(rid, metric, step)] = value
+            flushes[rid] = rows
+        assert store.record_many(flushes) == {rid: False for rid in runs}
+    rows = store.metrics(runs)
+    got = {(int(r), m, int(s)): float(v) for r, s, m, v in rows.itertuples(index=False)}
+    assert got.keys() == want.keys()
+    for key, value in want.items():
+        assert got[key] == value or (math.isnan(got[key]) and math.isnan(value)), key
