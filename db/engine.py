@@ -38,3 +38,14 @@ def get_engine(url: str) -> Engine:
         cursor.close()
 
     return engine
+
+
+@lru_cache(maxsize=8)
+def flush_engine(url: str) -> Engine:
+    """PostgreSQL connections for metric flushes, each one statement (`Store.record_many`): in autocommit, and not
+    pinged before each use as `get_engine`'s are (a ping is one more round trip per flush); a flush that meets a
+    connection the server closed is sent again, once, on a new one (`Store._record_pg`). Named `optlab-flush` in
+    `pg_stat_activity`."""
+    return create_engine(
+        normalize_url(url), isolation_level="AUTOCOMMIT", connect_args={"application_name": "optlab-flush"}
+    )

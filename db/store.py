@@ -45,9 +45,10 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from db.engine import get_engine
+from db.engine import flush_engine, get_engine
 from db.tables import ApiToken, MetricChunk, Pack, PackedCurve, Run, RunEvent, Sweep, User, WebSession, Worker
 
 ACTIVE = ("queued", "running")
@@ -419,6 +420,7 @@ def worker_name() -> str:
 class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._flushes: Engine | None = None  # PostgreSQL: `flush_engine`'s, made on the first flush
 
     @classmethod
     def from_url(cls, url: str) -> Store:
@@ -1132,8 +1134,17 @@ class Store:
             params[f"c_{field}_len"] = lengths.tolist()
             params[f"c_{field}_at"] = (np.cumsum(lengths) - lengths + 1).tolist()  # substr counts from 1
             params[f"p_{field}"] = b"".join(c[field] for c in every)
-        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            return {rid: bool(cancel) for rid, cancel in conn.execute(_pg_flush(worker is not None), params)}
+        if self._flushes is None:
+            self._flushes = flush_engine(self.engine.url.render_as_string(hide_password=False))
+        for attempt in (1, 2):
+            try:
+                with self._flushes.connect() as conn:
+                    return {rid: bool(cancel) for rid, cancel in conn.execute(_pg_flush(worker is not None), params)}
+            except DBAPIError as exc:  # a connection the server closed (a restart): once more, on a new one (if the
+                # first did land, its chunks land twice: readers keep one value per step, the same value)
+                if attempt == 2 or not exc.connection_invalidated:
+                    raise
+        raise AssertionError("unreachable")
 
     def _chunks(self, where: Any) -> _Decoded:
         with self.engine.connect() as conn:

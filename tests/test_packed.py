@@ -6,6 +6,7 @@ member leaves the others untouched."""
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from workers.training import ListSink, run
 COMPARED = ("loss", "lr", "grad_l2", "grad_l1", "update_l2", "param_l2", "grad_l1_l2_ratio", "batch_size",
             "samples_seen", "val_loss", "val_accuracy")  # fmt: skip
 STEPS = 200
+DEVICE = torch.device(os.environ.get("OPTLAB_TEST_DEVICE", "cpu"))  # cuda on a GPU machine: bench/gpu_check.sh
 
 MEMBERS: dict[str, list[dict[str, Any]]] = {  # the optimizer's per-member hyper-parameters
     "sgd": [{"lr": 0.05, "momentum": 0.9}, {"lr": 0.02, "momentum": 0.5, "nesterov": True, "weight_decay": 1e-3}],
@@ -40,7 +42,7 @@ def specs_for(name: str, schedule: dict[str, Any], steps: int = STEPS, task: str
         (0, 7, 3), [*MEMBERS[name], MEMBERS[name][0]], strict=True
     ):  # a third member: same hyper, new seed
         data = {"task": task, "optimizer": {"name": name, **hyper}, "schedule": schedule,
-                "steps": steps, "eval_every": 50, "seed": seed, "batch": {"size": 32}, "device": "cpu"}  # fmt: skip
+                "steps": steps, "eval_every": 50, "seed": seed, "batch": {"size": 32}, "device": DEVICE.type}  # fmt: skip
         out.append(parse_spec(data))
     return out
 
@@ -75,11 +77,11 @@ def assert_same(packed: ListSink, alone: ListSink) -> None:
 def assert_members_match(specs: list) -> None:  # type: ignore[type-arg]
     """Train the pack, then each member alone: the same curves."""
     sinks = [ListSink() for _ in specs]
-    outcomes = run_pack(specs, sinks, torch.device("cpu"))
+    outcomes = run_pack(specs, sinks, DEVICE)
     assert [o.status for o in outcomes] == ["completed"] * len(specs)
     for spec, sink in zip(specs, sinks, strict=True):
         alone = ListSink()
-        run(spec, alone, torch.device("cpu"))
+        run(spec, alone, DEVICE)
         assert_same(sink, alone)
 
 
@@ -114,18 +116,18 @@ def test_on_a_relu_network_members_agree_until_rounding_flips_a_unit() -> None:
 def test_a_diverging_and_a_stopped_member_leave_the_others_untouched() -> None:
     specs = [
         parse_spec({"task": "quadratic", "optimizer": {"name": "sgd", "lr": lr}, "steps": 80, "eval_every": 20,
-                    "seed": seed, "batch": {"size": 32}, "device": "cpu"})
+                    "seed": seed, "batch": {"size": 32}, "device": DEVICE.type})
         for seed, lr in enumerate((0.01, 100.0, 0.02, 0.005))  # the second blows up (lr far above 2/L)
     ]  # fmt: skip
     sinks = [ListSink() for _ in specs]
     sinks[2] = ListSink(stop_after_rows=1)  # cancelled at its first flush
-    outcomes = run_pack(specs, sinks, torch.device("cpu"))
+    outcomes = run_pack(specs, sinks, DEVICE)
     assert outcomes[1].status == "diverged" and outcomes[2].status == "cancelled"
     assert outcomes[0].status == outcomes[3].status == "completed"
     assert max(s for s, _, _ in sinks[2].rows) < 80  # it stopped being recorded
     for i in (0, 3):
         alone = ListSink()
-        run(specs[i], alone, torch.device("cpu"))
+        run(specs[i], alone, DEVICE)
         assert_same(sinks[i], alone)
 
 
@@ -166,10 +168,10 @@ def test_a_pack_stopped_midway_resumes_to_the_same_curves_in_any_grouping(monkey
     monkeypatch.setattr(get_settings(), "checkpoint_seconds", 0)
     specs = specs_for("adamw", {"name": "warmup-cosine", "warmup_steps": 10}, steps=120)
     whole = [ListSink() for _ in specs]
-    run_pack(specs, whole, torch.device("cpu"))
+    run_pack(specs, whole, DEVICE)
 
     first = [CheckpointSink(stop_at=60) for _ in specs]  # a worker shutting down at step 60
-    outcomes = run_pack(specs, first, torch.device("cpu"))
+    outcomes = run_pack(specs, first, DEVICE)
     assert [o.status for o in outcomes] == ["cancelled"] * 3
     assert [sorted(s.saved) for s in first] == [
         [41, 61]
@@ -177,10 +179,10 @@ def test_a_pack_stopped_midway_resumes_to_the_same_curves_in_any_grouping(monkey
     blobs = [s.saved[61] for s in first]
 
     again = [ListSink() for _ in specs]  # the whole pack resumes on another worker
-    assert all(o.status == "completed" for o in run_pack(specs, again, torch.device("cpu"), resume=blobs))
+    assert all(o.status == "completed" for o in run_pack(specs, again, DEVICE, resume=blobs))
     for m, spec in enumerate(specs):
         solo = ListSink()  # and each member resumes alone (a pack of one)
-        run_pack([spec], [solo], torch.device("cpu"), resume=[blobs[m]])
+        run_pack([spec], [solo], DEVICE, resume=[blobs[m]])
         before = [r for r in first[m].rows if r[0] <= 61]
         for resumed in (again[m], solo):
             assert min(s for s, _, _ in resumed.rows) == 62
@@ -199,13 +201,13 @@ def test_resume_refuses_checkpoints_of_different_steps_or_runs(monkeypatch: pyte
     specs = specs_for("adamw", {"name": "constant"}, steps=30)
     sinks = [CheckpointSink(stop_at=s) for s in (10, 20, 20)]
     for m, spec in enumerate(specs):
-        run_pack([spec], [sinks[m]], torch.device("cpu"))
+        run_pack([spec], [sinks[m]], DEVICE)
     blobs = [max(s.saved.items())[1] for s in sinks]
     with pytest.raises(ValueError, match="one step"):
-        run_pack(specs, [ListSink() for _ in specs], torch.device("cpu"), resume=blobs)
+        run_pack(specs, [ListSink() for _ in specs], DEVICE, resume=blobs)
     other = specs_for("adamw", {"name": "constant"}, steps=31)[0]
     with pytest.raises(ValueError, match="another kind of run"):
-        run_pack([other], [ListSink()], torch.device("cpu"), resume=[blobs[0]])
+        run_pack([other], [ListSink()], DEVICE, resume=[blobs[0]])
 
 
 def test_plan_packs_groups_what_shares_a_key_up_to_the_cap() -> None:

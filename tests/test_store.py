@@ -291,3 +291,23 @@ def test_many_runs_flushes_of_every_shape_read_back_value_for_value(store: Store
     assert got.keys() == want.keys()
     for key, value in want.items():
         assert got[key] == value or (math.isnan(got[key]) and math.isnan(value)), key
+
+
+def test_a_flush_after_the_server_closed_the_flush_connection_lands(store: Store) -> None:
+    """PostgreSQL's flushes use connections not pinged before each use; when the server has closed one (a restart,
+    an administrator), the flush goes again on a new connection instead of failing the run."""
+    from sqlalchemy import text
+
+    if store.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's flush connections")
+
+    run = store.create_run("r", SPEC)
+    store.claim(run, "w", "cpu", stale_after=30)
+    assert store.record(run, [(1, "loss", 1.0)], worker="w") is False
+    with store.engine.connect() as conn:  # ends every flush connection's server process
+        ended = conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                  "WHERE application_name = 'optlab-flush' AND datname = current_database()")).all()  # fmt: skip
+    assert ended and all(ok for (ok,) in ended)
+    assert store.record(run, [(2, "loss", 0.5)], worker="w") is False
+    assert store.metrics([run]).value.tolist() == [1.0, 0.5]
+    assert store.get_run(run).progress == 2  # type: ignore[union-attr]
