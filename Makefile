@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast lint bench screenshot clean
+.PHONY: run test test-fast lint bench screenshot gpu-wheels clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) on PATH (or: make PYTHON=python3 ...)"; exit 1; }
@@ -33,6 +33,18 @@ bench: $(STAMP)
 
 screenshot: $(STAMP)  ## regenerate docs/live.png for the README
 	$(PY) bench/screenshot.py
+
+# what a lent GPU machine (Python 3.12, PyTorch, the scientific stack) lacks to run bench/gpu_check.sh
+GPU_WHEELS := pydantic pydantic-core annotated-types typing-inspection pydantic-settings python-dotenv sqlalchemy \
+	alembic mako pytorch-optimizer mnist1d
+
+gpu-wheels: $(STAMP)  ## wheels for bench/gpu_check.sh on a GPU machine, at the versions installed here, into .whl/
+	rm -rf .whl && grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo /.whl/ >> .git/info/exclude
+	$(PY) -m pip freeze | sed 's/_/-/g' | grep -iE '^($(shell echo $(GPU_WHEELS) | sed 's/ /|/g'))==' > /tmp/gpu-wheels.txt
+	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+		-d .whl -r /tmp/gpu-wheels.txt
+	@ls .whl | wc -l | xargs echo "wheels in .whl:" && du -sh .whl
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
