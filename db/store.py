@@ -199,11 +199,14 @@ class WorkerInfo:
     stats: dict[str, Any]
 
     def status(self, stale_after: float, now: float | None = None) -> str:
-        """idle, training run N, draining, stopped, or lost (silent for `stale_after` s without saying it stopped)."""
+        """idle, training run N, draining, stopped, stalled (its training stuck inside a step: it gave its run up;
+        restart it), or lost (silent for `stale_after` s without saying it stopped)."""
         if self.state == "stopped":
             return "stopped"
         if (now or time.time()) - self.heartbeat_at > stale_after:
             return "lost"
+        if self.state == "stalled":
+            return f"stalled in run {self.run_id}: stuck inside a step, gave the run up (restart this worker)"
         doing = f"training run {self.run_id}" if self.state == "training" and self.run_id else "idle"
         return f"draining ({doing})" if self.drain else doing
 
@@ -837,6 +840,16 @@ class Store:
             if step:
                 _event(s, run_id, "running", f"resumed from its checkpoint at step {step}", worker, step)
 
+    def note(self, run_ids: Sequence[int], worker: str, reason: str) -> list[int]:
+        """Add `reason` to the history of each run that `worker` still holds (its status unchanged); returns them."""
+        with self.session() as s:
+            held = s.execute(
+                select(Run.id, Run.progress).where(Run.id.in_(run_ids), Run.worker == worker, Run.status == "running")
+            ).all()
+            for run_id, progress in held:
+                _event(s, run_id, "running", reason, worker, progress)
+            return [run_id for run_id, _ in held]
+
     def run_events(self, run_id: int) -> list[RunEventInfo]:
         """The run's changes of status, oldest first."""
         query = select(RunEvent).where(RunEvent.run_id == run_id).order_by(RunEvent.id)
@@ -1019,13 +1032,14 @@ class Store:
 
     def worker_heartbeat(
         self, name: str, *, celery_name: str, host: str, kind: str, device: str, state: str, run_id: int | None,
-        stats: Mapping[str, Any], run_ids: Sequence[int] = (),
+        stats: Mapping[str, Any], run_ids: Sequence[int] = (), beat: bool = True,
     ) -> bool:  # fmt: skip
-        """Record a worker's report (creating its row on the first); returns whether an admin asked it to drain."""
+        """Record a worker's report (creating its row on the first) and, unless `beat` is False (a worker whose
+        training has stalled), its runs' heartbeat; returns whether an admin asked it to drain."""
         now = time.time()
         values = {"celery_name": celery_name, "host": host, "kind": kind, "device": device, "state": state,
                   "run_id": run_id, "stats": dict(stats), "heartbeat_at": now}  # fmt: skip
-        beating = sorted({*run_ids, *([run_id] if run_id is not None else [])})  # a pack's members: all of them
+        beating = sorted({*run_ids, *([run_id] if run_id is not None else [])}) if beat else []  # a pack: all
         with self.session() as s:
             if beating:  # the runs are alive while their worker is, however long a step or a flush takes
                 s.execute(

@@ -225,12 +225,13 @@ def stack(sqlite_url: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.M
 
 
 class Worker:
-    def __init__(self, stack: Stack, name: str = "worker") -> None:
+    def __init__(self, stack: Stack, name: str = "worker", **env: str) -> None:
         self.log_path = stack.tmp / f"{name}.log"
         self.log = open(self.log_path, "w")  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "workers"], cwd=ROOT, env=stack.env, stdout=self.log, stderr=subprocess.STDOUT
-        )
+            [sys.executable, "-m", "workers"], cwd=ROOT, env={**stack.env, **env}, stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
         wait_for(lambda: " ready." in self.log_path.read_text() or self._died(), 120, f"{name} to start")
 
     def _died(self) -> bool:
@@ -253,8 +254,8 @@ class Worker:
 def start_worker(stack: Stack) -> Iterator:  # type: ignore[type-arg]
     started: list[Worker] = []
 
-    def start(name: str = "worker") -> Worker:
-        worker = Worker(stack, name)
+    def start(name: str = "worker", **env: str) -> Worker:
+        worker = Worker(stack, name, **env)
         started.append(worker)
         return worker
 

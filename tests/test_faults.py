@@ -26,7 +26,7 @@ import redis
 
 from app.serve import process_start, redis_answers, same_process
 from db.store import Store
-from tests.conftest import ROOT, Stack, free_port, http_ok, wait_for
+from tests.conftest import HEARTBEAT_TIMEOUT_S, ROOT, Stack, free_port, http_ok, wait_for
 from workers.metrics import EVERY_STEP
 from workers.spec import parse_spec
 from workers.training import ListSink, run
@@ -349,6 +349,54 @@ def test_a_killed_worker_s_run_is_resumed_by_another_from_its_checkpoint(
     assert any("resumed from its checkpoint" in (e.reason or "") for e in events)
     assert_whole_and_equal_to_an_uninterrupted_run(stack, run_id)
     assert not (stack.tmp / "checkpoints" / f"run-{run_id}.pt").exists()  # a finished run's checkpoint is removed
+
+
+HANG = """
+import threading
+
+from workers import training
+
+_step = training.Trainer.step
+
+
+def step(self):  # step {at} never returns: a deadlocked data loader, a wedged GPU
+    if self.counters.step + 1 == {at}:
+        threading.Event().wait()
+    _step(self)
+
+
+training.Trainer.step = step
+"""
+
+
+def test_a_worker_hung_inside_a_step_gives_its_run_up_and_another_resumes_it(
+    stack: Stack, start_worker, frequent_checkpoints, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """A worker whose training thread never returns from a step, while its reporter thread goes on: after
+    OPTLAB_STALL_S without a flush it stops heartbeating the run (and says why, in the run's history and on the
+    Workers page), the run is taken for lost, and another worker resumes it from its checkpoint; its curves are
+    whole and those of an uninterrupted run."""
+    hook = tmp_path / "hang"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(HANG.format(at=1500))  # loaded by the hung worker's Python at start
+    hung = start_worker("hung", PYTHONPATH=f"{hook}{os.pathsep}{ROOT}", OPTLAB_STALL_S="5",
+                        OPTLAB_CHECKPOINT_STEPS="500")  # checkpoints at 500 and 1000 at the latest # fmt: skip
+    run_id = submit_cli(stack, SPEC, tmp_path)
+    assert holder(stack, run_id, {hung.process.pid: hung}) is hung
+    checkpointed(stack, run_id)
+    me = stack.store.get_run(run_id).worker  # type: ignore[union-attr]
+    said = wait_for(lambda: next((w.status(HEARTBEAT_TIMEOUT_S) for w in stack.store.list_workers()
+                                  if w.name == me and w.state == "stalled"), None), 120, "the hung worker to say so")  # fmt: skip
+    assert said == f"stalled in run {run_id}: stuck inside a step, gave the run up (restart this worker)"
+    start_worker("healthy")
+    assert finished(stack, run_id) == "completed"
+    info = stack.store.get_run(run_id)
+    assert info is not None and info.attempts == 1 and info.resumed_from > 0 and info.worker != me
+    events = stack.store.run_events(run_id)
+    assert any(e.worker == me and "handed over no metrics for 5 s" in (e.reason or "") for e in events)
+    assert any(e.status == "queued" and "lost" in (e.reason or "") for e in events)
+    assert hung.process.poll() is None  # still stuck in its step: it gave up the run, not its process
+    assert_whole_and_equal_to_an_uninterrupted_run(stack, run_id)
 
 
 def test_a_killed_worker_s_pack_is_resumed_whole_by_another(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 
 log = logging.getLogger(__name__)
 
@@ -58,14 +59,42 @@ class Reporter(threading.Thread):
         self.run_ids: list[int] = []  # every member of the pack it trains (run_id is the first)
         self.draining = False
         self.stopped = threading.Event()
+        self.progress_at = time.monotonic()  # the training thread's last sign of life (a run begun, a flush)
+        self.stalled = False
+
+    def progressed(self) -> None:
+        """Called by the training thread as it begins a run and at each flush."""
+        self.progress_at = time.monotonic()
+        self.stalled = False
+
+    def _stalled(self) -> bool:
+        """Whether the run in training has handed over nothing for `stall_s`: a step that never returns. Its runs
+        then get no heartbeat, so the reconciler (any worker's) takes them for lost and requeues them to resume
+        from their checkpoints elsewhere; if the step ever returns, its late flush is refused and it stops."""
+        from workers.settings import get_settings
+        from workers.tasks import get_store
+
+        limit = get_settings().stall_s
+        runs = list(self.run_ids) or ([self.run_id] if self.run_id is not None else [])
+        if not runs or not limit or time.monotonic() - self.progress_at <= limit:
+            return False
+        if not self.stalled:
+            self.stalled = True
+            reason = (f"worker {self.worker} has handed over no metrics for {limit:g} s: a step that does not return "
+                      "(a deadlocked data loader, a wedged GPU?); it stops heartbeating the run, so it goes back to "
+                      "the queue as lost")  # fmt: skip
+            get_store().note(runs, self.worker, reason)
+            log.error("%s", reason)
+        return True
 
     def report(self, state: str | None = None) -> bool:
         from workers.tasks import get_store
 
+        stalled = self._stalled()
         drain = get_store().worker_heartbeat(
             self.worker, celery_name=self.celery_name, host=socket.gethostname(), kind=self.kind, device=self.device,
-            state=state or ("training" if self.run_id else "idle"), run_id=self.run_id, stats=sample_stats(self.kind),
-            run_ids=list(self.run_ids),
+            state=state or ("stalled" if stalled else "training" if self.run_id else "idle"), run_id=self.run_id,
+            stats=sample_stats(self.kind), run_ids=list(self.run_ids), beat=not stalled,
         )  # fmt: skip
         if drain and not self.draining:
             self.draining = True

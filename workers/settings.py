@@ -29,6 +29,12 @@ class Settings(BaseSettings):
     max_attempts: int = Field(
         3, ge=1, description="a run that has lost its worker this many times is failed instead of requeued"
     )
+    stall_s: float = Field(
+        600.0,
+        ge=0,
+        description="a worker whose run hands over no metrics for this long (a step that never returns: a deadlocked "
+        "data loader, a wedged GPU) stops heartbeating it, so it goes back to the queue as lost (0: never)",
+    )
     checkpoint_dir: str = Field(
         "data/checkpoints",
         description="where workers keep each unfinished run's training state: a directory every worker can read "

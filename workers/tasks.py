@@ -192,6 +192,8 @@ class StoreSink:
 
     def write(self, rows: Flush) -> None:
         self._raise()
+        if reporter.reporter is not None:
+            reporter.reporter.progressed()  # the training thread is alive (see Reporter._stalled)
         self.writer.put("rows", self, rows)
 
     def save_checkpoint(self, step: int, blob: bytes) -> None:
@@ -326,6 +328,7 @@ def train_one(store: Store, row: RunInfo, me: str) -> str:
     store.begin_attempt(run_id, start, me)
     sink = StoreSink(store, run_id, _judge(store, row.sweep_id, run_id, spec.steps), me, checkpoints)
     if reporter.reporter is not None:
+        reporter.reporter.progressed()
         reporter.reporter.run_id = run_id
     try:
         try:
@@ -403,6 +406,7 @@ def train_pack(store: Store, members: Sequence[RunInfo], me: str) -> dict[int, s
         for row, spec in zip(rows, specs, strict=True)
     ]
     if reporter.reporter is not None:
+        reporter.reporter.progressed()
         reporter.reporter.run_id, reporter.reporter.run_ids = rows[0].id, [r.id for r in rows]
     resume = [blob for *_, blob, _ in group] if step else None
     try:
