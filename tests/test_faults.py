@@ -385,10 +385,10 @@ def test_a_worker_hung_inside_a_step_gives_its_run_up_and_another_resumes_it(
     assert holder(stack, run_id, {hung.process.pid: hung}) is hung
     checkpointed(stack, run_id)
     me = stack.store.get_run(run_id).worker  # type: ignore[union-attr]
+    start_worker("healthy")  # starting while the other hangs
     said = wait_for(lambda: next((w.status(HEARTBEAT_TIMEOUT_S) for w in stack.store.list_workers()
                                   if w.name == me and w.state == "stalled"), None), 120, "the hung worker to say so")  # fmt: skip
     assert said == f"stalled in run {run_id}: stuck inside a step, gave the run up (restart this worker)"
-    start_worker("healthy")
     assert finished(stack, run_id) == "completed"
     info = stack.store.get_run(run_id)
     assert info is not None and info.attempts == 1 and info.resumed_from > 0 and info.worker != me

@@ -473,3 +473,15 @@ def test_live_page_shows_each_queued_runs_place_and_an_estimated_start(stack: St
                                  state="idle", run_id=None, stats={})  # fmt: skip
     texts = [p.proto.text for p in app("pages/live.py").get("progress")]
     assert "#1 in the auto queue, starts next" in texts[0] and "#2 in the auto queue, starts in about" in texts[1]
+
+
+def test_the_workers_page_says_which_worker_is_stalled_and_why(stack: Stack) -> None:
+    """A worker whose training is stuck inside a step reports itself `stalled`; the Workers page says so, with
+    what to do, beside a worker training normally."""
+    for name, state, run_id in (("host:1", "training", 7), ("host:2", "stalled", 8)):
+        stack.store.worker_heartbeat(name, celery_name="c", host="host", kind="cpu", device="CPU, 2 cores",
+                                     state=state, run_id=run_id, stats={})  # fmt: skip
+    at = app("pages/workers.py")
+    status = at.table[0].value["status"].to_dict()
+    assert status == {"host:1": "training run 7",
+                      "host:2": "stalled in run 8: stuck inside a step, gave the run up (restart this worker)"}  # fmt: skip

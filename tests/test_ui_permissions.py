@@ -39,7 +39,8 @@ STORE_READS = {
 }  # fmt: skip
 HOUSEKEEPING = {"mark_lost_runs"}  # any page reaps runs whose worker went silent, as the CLI's status does
 NOT_FROM_PAGES = {  # the worker's side, the accounts machinery (through app.session only), raw access
-    "claim", "claim_next", "pack_held", "finish", "record", "record_many", "hand_back", "begin_attempt", "worker_heartbeat",
+    "claim", "claim_next", "pack_held", "finish", "record", "record_many", "hand_back", "begin_attempt", "note",
+    "worker_heartbeat",
     "create_run", "create_sweep", "create_pack",
     "create_token", "touch_token", "create_web_session", "web_session_user", "end_web_session", "password_hash",
     "token_candidates", "session", "from_url",

@@ -69,7 +69,8 @@ def workers_panel() -> None:
         st.table(pd.DataFrame(rows).set_index("worker"))  # a few rows: plain text, every cell readable
         st.caption(
             f"A worker silent for {stale_after:g} s is lost (killed, or its machine is down); one stopped on purpose "
-            "says so. Reports come every few seconds."
+            "says so; one whose training is stuck inside a step says stalled and gives its run up to another worker "
+            "(restart it). Reports come every few seconds."
         )
         show_refused()
         if allowed(who, "manage_workers"):
