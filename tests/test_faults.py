@@ -379,7 +379,7 @@ def test_a_worker_hung_inside_a_step_gives_its_run_up_and_another_resumes_it(
     hook = tmp_path / "hang"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(HANG.format(at=1500))  # loaded by the hung worker's Python at start
-    hung = start_worker("hung", PYTHONPATH=f"{hook}{os.pathsep}{ROOT}", OPTLAB_STALL_S="5",
+    hung = start_worker("hung", PYTHONPATH=f"{hook}{os.pathsep}{ROOT}", OPTLAB_STALL_S="8",
                         OPTLAB_CHECKPOINT_STEPS="500")  # checkpoints at 500 and 1000 at the latest # fmt: skip
     run_id = submit_cli(stack, SPEC, tmp_path)
     assert holder(stack, run_id, {hung.process.pid: hung}) is hung
@@ -393,7 +393,7 @@ def test_a_worker_hung_inside_a_step_gives_its_run_up_and_another_resumes_it(
     info = stack.store.get_run(run_id)
     assert info is not None and info.attempts == 1 and info.resumed_from > 0 and info.worker != me
     events = stack.store.run_events(run_id)
-    assert any(e.worker == me and "handed over no metrics for 5 s" in (e.reason or "") for e in events)
+    assert any(e.worker == me and "handed over no metrics for 8 s" in (e.reason or "") for e in events)
     assert any(e.status == "queued" and "lost" in (e.reason or "") for e in events)
     assert hung.process.poll() is None  # still stuck in its step: it gave up the run, not its process
     assert_whole_and_equal_to_an_uninterrupted_run(stack, run_id)
